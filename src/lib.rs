@@ -1,0 +1,15 @@
+//! dualscale: run adaptive dual-scale diffusion denoisers (ONNX, via tract) and write what they
+//! generate to disk. The binary in `main.rs` is a thin shell over this library.
+
+pub mod cli;
+pub mod commands;
+pub mod cpu;
+pub mod eval;
+pub mod manifest;
+pub mod model;
+pub mod npy;
+pub mod output;
+pub mod progress;
+pub mod rng;
+pub mod sampler;
+pub mod schedule;

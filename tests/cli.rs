@@ -1,0 +1,397 @@
+//! Integration tests of the real `dualscale` binary on real committed models: the main job,
+//! outputs, determinism, and every bad input of issue #3 (one-line error, documented exit
+//! code, no partial file, never a panic).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prost::Message;
+use tract_onnx::pb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dualscale");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dualscale(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env("NO_COLOR", "1").env_remove("RUST_LOG").output().expect("run dualscale")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failure: the given exit code, exactly one `error:` line, no panic.
+fn assert_fails(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn dino_model() -> PathBuf {
+    repo().join("models/dino-dualscale.onnx")
+}
+
+/// Copies the dino model (and optionally its manifest text) into a fresh directory.
+fn model_copy(manifest: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dino-dualscale.onnx");
+    std::fs::copy(dino_model(), &path).unwrap();
+    if let Some(text) = manifest {
+        std::fs::write(dir.path().join("dino-dualscale.json"), text).unwrap();
+    }
+    (dir, path)
+}
+
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    dualscale::npy::read_f32_file(path).unwrap()
+}
+
+#[test]
+fn generate_writes_points_csv_npy_png_json_from_the_embedded_model() {
+    let out = tempfile::tempdir().unwrap();
+    let o = dualscale(&["generate", "--out", out.path().to_str().unwrap(), "--count", "2000", "--steps", "10"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let files = files_in(out.path());
+    assert_eq!(files, ["dino-dualscale-s0-0.csv", "dino-dualscale-s0-0.json", "dino-dualscale-s0-0.npy", "dino-dualscale-s0-0.png"]);
+    // stdout lists the paths written
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 4);
+    let (shape, data) = read_npy(&out.path().join("dino-dualscale-s0-0.npy"));
+    assert_eq!(shape, vec![2000, 2]);
+    assert!(data.iter().all(|v| v.is_finite()));
+    // the dino data lives in roughly [-4, 4]^2; samples from a trained model must too
+    let inside = data.chunks(2).filter(|p| p[0].abs() < 5.0 && p[1].abs() < 5.0).count();
+    assert!(inside > 1900, "only {inside} of 2000 points in the data's box");
+    let csv = std::fs::read_to_string(out.path().join("dino-dualscale-s0-0.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("x,y"));
+    assert_eq!(csv.lines().count(), 2001);
+    let png = image::open(out.path().join("dino-dualscale-s0-0.png")).unwrap();
+    assert!(png.width() >= 200);
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("dino-dualscale-s0-0.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["sampler"], "unipc");
+    assert_eq!(sidecar["steps"], 10);
+    assert_eq!(sidecar["init"], "data");
+    let gates = sidecar["gate_weights"].as_array().unwrap();
+    assert_eq!(gates.len(), 10, "one gate record per step");
+    for g in gates {
+        let (gl, lo) = (g["global"].as_f64().unwrap(), g["local"].as_f64().unwrap());
+        assert!((gl + lo - 1.0).abs() < 1e-4, "gate weights sum to one: {g}");
+    }
+    assert_eq!(sidecar["model"]["verification"], "verified against the manifest");
+}
+
+#[test]
+fn same_seed_same_points_and_batching_does_not_change_them() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let c = tempfile::tempdir().unwrap();
+    let args = ["generate", "--count", "600", "--steps", "8", "--sampler", "ddpm", "--seed", "7"];
+    for (dir, extra) in [(&a, vec![]), (&b, vec![]), (&c, vec!["--batch", "250"])] {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--out", dir.path().to_str().unwrap()]);
+        all.extend(extra);
+        let o = dualscale(&all);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let name = "dino-dualscale-s7-0.npy";
+    let (_, pa) = read_npy(&a.path().join(name));
+    let (_, pb) = read_npy(&b.path().join(name));
+    let (_, pc) = read_npy(&c.path().join(name));
+    assert_eq!(pa, pb, "same seed, same bits");
+    let max = pa.iter().zip(&pc).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(max < 1e-4, "batch 250 vs 600 differ by {max}");
+    let other = tempfile::tempdir().unwrap();
+    let o = dualscale(&["generate", "--count", "600", "--steps", "8", "--sampler", "ddpm", "--seed", "8", "--out", other.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let (_, pd) = read_npy(&other.path().join("dino-dualscale-s8-0.npy"));
+    assert_ne!(pa, pd, "another seed, other points");
+}
+
+#[test]
+fn every_sampler_runs_on_the_real_model() {
+    for sampler in ["ddpm", "ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "adaptive"] {
+        let out = tempfile::tempdir().unwrap();
+        let o = dualscale(&["generate", "--sampler", sampler, "--steps", "6", "--count", "300", "--json", "--out", out.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{sampler}: {}", stderr(&o));
+        let events: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        assert_eq!(events.first().unwrap()["event"], "start", "{sampler}");
+        assert_eq!(events.last().unwrap()["event"], "done", "{sampler}");
+        let steps = events.iter().filter(|e| e["event"] == "step").count();
+        assert!(steps >= 1, "{sampler}: no step events");
+        assert!(events.iter().filter(|e| e["event"] == "step").all(|e| e["gate"]["global"].is_number()), "{sampler}: gate in events");
+        assert_eq!(events.iter().filter(|e| e["event"] == "file").count(), 4, "{sampler}");
+    }
+}
+
+#[test]
+fn time_budget_reports_its_choice() {
+    let out = tempfile::tempdir().unwrap();
+    let o = dualscale(&["generate", "--time-budget", "3s", "--count", "500", "--json", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let budget: serde_json::Value = stdout.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|e| e["event"] == "budget").expect("budget event");
+    assert!(budget["steps"].as_u64().unwrap() >= 1);
+    assert!(budget["eval_ms"].as_f64().unwrap() > 0.0);
+    let o = dualscale(&["generate", "--time-budget", "1ms", "--count", "100000", "--out", out.path().to_str().unwrap()]);
+    assert_fails(&o, 1, "too small");
+}
+
+#[test]
+fn init_noise_file_drives_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let noise: Vec<f32> = (0..200).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let npy = dir.path().join("noise.npy");
+    std::fs::write(&npy, dualscale::npy::to_bytes_f32(&[100, 2], &noise)).unwrap();
+    let mut outs = Vec::new();
+    for seed in ["1", "2"] {
+        let out = tempfile::tempdir().unwrap();
+        let o = dualscale(&["generate", "--init-noise", npy.to_str().unwrap(), "--count", "100", "--steps", "5", "--seed", seed, "--name", "x", "--out", out.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        outs.push(read_npy(&out.path().join("x.npy")).1);
+    }
+    assert_eq!(outs[0], outs[1], "deterministic sampler from the same noise file ignores the seed");
+    let out = tempfile::tempdir().unwrap();
+    let o = dualscale(&["generate", "--init-noise", npy.to_str().unwrap(), "--count", "50", "--out", out.path().to_str().unwrap()]);
+    assert_fails(&o, 1, "--init-noise");
+    assert!(files_in(out.path()).is_empty());
+}
+
+#[test]
+fn diffusers_unet_with_scheduler_config_generates_an_image() {
+    for fixture in ["unet", "unet-external"] {
+        let out = tempfile::tempdir().unwrap();
+        let model = repo().join("tests/fixtures").join(fixture).join("model.onnx");
+        let o = dualscale(&["generate", "--model", model.to_str().unwrap(), "--steps", "3", "--sampler", "ddim", "--count", "2", "--name", "img-{index}", "--out", out.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{fixture}: {}", stderr(&o));
+        assert_eq!(files_in(out.path()), ["img-0.json", "img-0.png", "img-1.json", "img-1.png"], "{fixture}");
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(out.path().join("img-0.png")).unwrap()));
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        let text = info.uncompressed_latin1_text.iter().find(|t| t.keyword == "parameters").expect("parameters chunk");
+        assert!(text.text.contains("Sampler: ddim") && text.text.contains("Seed: 0"), "{}", text.text);
+        assert_eq!((info.width, info.height), (16, 16));
+    }
+}
+
+#[test]
+fn info_shows_the_embedded_model_verified() {
+    let o = dualscale(&["info", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "points2d");
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["gate"], true);
+    assert_eq!(v["schedule"]["num_train_timesteps"], 100);
+    assert!(v["parameters"].as_u64().unwrap() > 500_000);
+    let o = dualscale(&["info", "--system"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_scores_generated_points_against_the_dataset() {
+    let out = tempfile::tempdir().unwrap();
+    let o = dualscale(&["generate", "--count", "3000", "--steps", "20", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let reference = repo().join("models/data/dino.npy");
+    let o = dualscale(&["eval", out.path().join("dino-dualscale-s0-0.npy").to_str().unwrap(), "--reference", reference.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let kl: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert!(kl.is_finite() && kl < 2.0, "KL of the trained dino model is {kl} bits");
+    // the same samples scored as CSV give the same number
+    let o2 = dualscale(&["eval", out.path().join("dino-dualscale-s0-0.csv").to_str().unwrap(), "--reference", reference.to_str().unwrap()]);
+    let kl2: f64 = String::from_utf8_lossy(&o2.stdout).trim().parse().unwrap();
+    assert!((kl - kl2).abs() < 1e-6);
+}
+
+// ---- bad input: one line, an exit code, no partial file, no panic ----
+
+fn generate_with_model(model: &Path, out: &Path) -> Output {
+    dualscale(&["generate", "--model", model.to_str().unwrap(), "--count", "100", "--steps", "3", "--out", out.to_str().unwrap()])
+}
+
+#[test]
+fn missing_and_unreadable_models() {
+    let out = tempfile::tempdir().unwrap();
+    assert_fails(&generate_with_model(Path::new("/nonexistent/model.onnx"), out.path()), 1, "not found");
+    assert_fails(&generate_with_model(out.path(), out.path()), 1, "directory");
+    assert!(files_in(out.path()).is_empty());
+}
+
+#[test]
+fn bytes_that_are_not_onnx_and_truncated_onnx() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"this is a text file, not a model\n").unwrap();
+    assert_fails(&generate_with_model(&junk, out.path()), 1, "not an ONNX model");
+    let bytes = std::fs::read(dino_model()).unwrap();
+    for cut in [bytes.len() / 2, bytes.len() - 7, 100] {
+        let truncated = dir.path().join("truncated.onnx");
+        std::fs::write(&truncated, &bytes[..cut]).unwrap();
+        let o = generate_with_model(&truncated, out.path());
+        assert_eq!(o.status.code(), Some(1), "cut {cut}: {}", stderr(&o));
+        assert_fails(&o, 1, "truncated.onnx");
+    }
+    assert!(files_in(out.path()).is_empty());
+}
+
+/// A small ONNX graph built by hand: inputs x [N,2] (or as given) and t [N], one node.
+fn tiny_model(inputs: &[(&str, &[i64])], op: &str, out_name: &str) -> Vec<u8> {
+    let value = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(if d < 0 {
+                                pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
+                            } else {
+                                pb::tensor_shape_proto::dimension::Value::DimValue(d)
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let x = inputs[0].0;
+    let node = pb::NodeProto { op_type: op.into(), input: vec![x.into(), x.into()], output: vec![out_name.into()], ..Default::default() };
+    let zero = pb::NodeProto { op_type: "Sub".into(), input: vec![x.into(), x.into()], output: vec!["zero".into()], ..Default::default() };
+    let nan = pb::NodeProto { op_type: "Div".into(), input: vec!["zero".into(), "zero".into()], output: vec![out_name.into()], ..Default::default() };
+    let nodes = if op == "NaN" { vec![zero, nan] } else { vec![node] };
+    let graph = pb::GraphProto {
+        name: "tiny".into(),
+        node: nodes,
+        input: inputs.iter().map(|(n, d)| value(n, d)).collect(),
+        output: vec![value(out_name, inputs[0].1)],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+#[test]
+fn models_whose_inputs_fit_no_kind() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let three = dir.path().join("three.onnx");
+    std::fs::write(&three, tiny_model(&[("x", &[-1, 2]), ("t", &[-1]), ("cond", &[-1, 4])], "Add", "eps")).unwrap();
+    assert_fails(&generate_with_model(&three, out.path()), 1, "has 3 inputs");
+    let rank3 = dir.path().join("rank3.onnx");
+    std::fs::write(&rank3, tiny_model(&[("x", &[-1, 2, 5]), ("t", &[-1])], "Add", "eps")).unwrap();
+    assert_fails(&generate_with_model(&rank3, out.path()), 1, "[N,D] point models");
+    assert!(files_in(out.path()).is_empty());
+}
+
+#[test]
+fn nan_from_the_model_stops_and_names_the_step() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.onnx");
+    std::fs::write(&path, tiny_model(&[("x", &[-1, 2]), ("t", &[-1])], "NaN", "eps")).unwrap();
+    let o = generate_with_model(&path, out.path());
+    assert_fails(&o, 1, "NaN or Inf at step 0");
+    assert!(files_in(out.path()).is_empty());
+}
+
+#[test]
+fn manifest_invalid_json_missing_keys_wrong_sha() {
+    let out = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(repo().join("models/dino-dualscale.json")).unwrap();
+    let (_d, p) = model_copy(Some("{ \"name\": "));
+    assert_fails(&generate_with_model(&p, out.path()), 1, "not valid JSON");
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v.as_object_mut().unwrap().remove("scheduler");
+    let (_d, p) = model_copy(Some(&v.to_string()));
+    assert_fails(&generate_with_model(&p, out.path()), 1, "lacks required key `scheduler`");
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["sha256"] = serde_json::Value::String("0".repeat(64));
+    let (_d, p) = model_copy(Some(&v.to_string()));
+    assert_fails(&generate_with_model(&p, out.path()), 1, "--allow-unverified");
+    assert!(files_in(out.path()).is_empty());
+    // and the escape hatch works
+    let o = dualscale(&["generate", "--model", p.to_str().unwrap(), "--allow-unverified", "--count", "50", "--steps", "2", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_step_counts_and_unknown_sampler_are_usage_errors() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    assert_fails(&dualscale(&["generate", "--steps", "0", "--out", o]), 2, "--steps");
+    assert_fails(&dualscale(&["generate", "--steps", "101", "--out", o]), 2, "100 training timesteps");
+    assert_fails(&dualscale(&["generate", "--sampler", "plms", "--out", o]), 2, "--sampler");
+    let bad_flag = dualscale(&["generate", "--no-such-flag"]);
+    assert_eq!(bad_flag.status.code(), Some(2));
+    assert!(files_in(out.path()).is_empty());
+}
+
+#[test]
+fn missing_or_unwritable_output_directory() {
+    let o = dualscale(&["generate", "--count", "10", "--out", "/nonexistent/dir"]);
+    assert_fails(&o, 1, "does not exist");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = dualscale(&["generate", "--count", "10", "--out", file.to_str().unwrap()]);
+    assert_fails(&o, 1, "not a directory");
+    // /proc/self is a directory no one may create files in, root included
+    let o = dualscale(&["generate", "--count", "10", "--steps", "2", "--out", "/proc/self"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn existing_files_are_not_overwritten_without_the_flag() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let first = dualscale(&["generate", "--count", "50", "--steps", "2", "--out", o]);
+    assert_eq!(first.status.code(), Some(0));
+    let before = std::fs::read(out.path().join("dino-dualscale-s0-0.npy")).unwrap();
+    assert_fails(&dualscale(&["generate", "--count", "60", "--steps", "2", "--out", o]), 1, "--overwrite");
+    assert_eq!(std::fs::read(out.path().join("dino-dualscale-s0-0.npy")).unwrap(), before);
+    let again = dualscale(&["generate", "--count", "60", "--steps", "2", "--overwrite", "--out", o]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(read_npy(&out.path().join("dino-dualscale-s0-0.npy")).0, vec![60, 2]);
+}
+
+#[test]
+fn interrupted_run_exits_130_and_writes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["generate", "--sampler", "ddpm", "--count", "400000", "--out", out.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    let kill = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 130, "interrupted");
+    assert!(files_in(out.path()).is_empty(), "{:?}", files_in(out.path()));
+}

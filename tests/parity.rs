@@ -1,0 +1,225 @@
+//! Parity with diffusers. Every golden case in `tests/fixtures/parity/cases/` (diffusers' DDIM,
+//! DDPM, Euler, DPM-Solver++(2M) and UniPC schedulers driving `tests/fixtures/parity/model.onnx`
+//! under onnxruntime) is rerun here through the library: the same ONNX file loaded with tract,
+//! the same initial noise (and per-step noise for DDPM / DDIM with eta > 0), the same schedule.
+//! Each final sample must match diffusers' to the case's tolerance (1e-4 max abs difference),
+//! and the sampler must visit the timesteps diffusers visited. A second test checks the tract
+//! eval of a diffusers `UNet2DModel` export (inline and external-data weights) against
+//! onnxruntime.
+//!
+//! The fixtures are made by `tests/fixtures/parity/make_fixtures.py` (pinned versions in
+//! `requirements.txt` next to it); `NOTES.md` there lists what diffusers does that a sampler must
+//! copy to pass. This file only reads fixtures; it never regenerates or rewrites them.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use dualscale::model::{LoadOptions, Model};
+use dualscale::sampler::{sample, Denoiser, NoiseSource, SamplerKind, SamplerOptions};
+use dualscale::schedule::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
+
+/// Values per point of the parity model (`x` is [N, 2]).
+const POINT_DIM: usize = 2;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// One `cases/<name>.json`, as written by make_fixtures.py (keys not needed here are ignored).
+#[derive(Debug, Deserialize)]
+struct Case {
+    sampler: String,
+    steps: usize,
+    eta: f64,
+    schedule: CaseSchedule,
+    /// The timesteps diffusers evaluated the model at, first step first.
+    timesteps: Vec<f64>,
+    init: String,
+    noise: Option<String>,
+    expected: String,
+    trajectory: String,
+    tolerance: f64,
+    /// How far an independent f64 reimplementation (in make_fixtures.py) is from diffusers.
+    f64_reference_max_abs_diff: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct CaseSchedule {
+    num_train_timesteps: usize,
+    beta_start: f64,
+    beta_end: f64,
+    beta_schedule: BetaSchedule,
+    prediction_type: PredictionType,
+    timestep_spacing: TimestepSpacing,
+    steps_offset: usize,
+}
+
+impl CaseSchedule {
+    fn to_config(&self) -> ScheduleConfig {
+        ScheduleConfig {
+            num_train_timesteps: self.num_train_timesteps,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            beta_schedule: self.beta_schedule,
+            trained_betas: None,
+            prediction_type: self.prediction_type,
+            timestep_spacing: self.timestep_spacing,
+            steps_offset: self.steps_offset,
+        }
+    }
+}
+
+/// Reads a float32 .npy fixture, checking its shape.
+fn read_npy(path: &Path, shape: &[usize]) -> Vec<f32> {
+    let (got_shape, data) = dualscale::npy::read_f32_file(path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    assert_eq!(got_shape, shape, "fixture {} has shape {got_shape:?}, expected {shape:?}", path.display());
+    data
+}
+
+/// The noise diffusers drew, handed out step by step: `noise[step]` is [N, 2], step 0 being the
+/// step at the largest timestep. Cases without noise (deterministic samplers) hand out zeros.
+struct FixtureNoise {
+    data: Option<Vec<f32>>,
+    steps: usize,
+    per_step: usize,
+    calls: Vec<usize>,
+}
+
+impl NoiseSource for FixtureNoise {
+    fn fill(&mut self, step: usize, out: &mut [f32]) {
+        self.calls.push(step);
+        let Some(data) = &self.data else {
+            out.fill(0.0);
+            return;
+        };
+        assert!(step < self.steps, "the sampler asked for noise for step {step}, the case has {} steps", self.steps);
+        assert_eq!(out.len(), self.per_step, "the sampler asked for {} noise values per step, the case has {}", out.len(), self.per_step);
+        out.copy_from_slice(&data[step * self.per_step..(step + 1) * self.per_step]);
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs()).fold(0.0, f64::max)
+}
+
+struct Outcome {
+    name: String,
+    max_diff: f64,
+    problem: Option<String>,
+}
+
+/// Runs one case; `Err` is a problem worth reporting with the others (not a panic), so that one
+/// broken sampler does not hide how the rest do.
+fn run_case(den: &mut impl Denoiser, dir: &Path, name: &str) -> Outcome {
+    let json = dir.join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("cannot read {}: {e}", json.display()));
+    let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not a parity case: {e}", json.display()));
+    let init_path = dir.join(&case.init);
+    let (init_shape, mut x) = dualscale::npy::read_f32_file(&init_path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", init_path.display()));
+    let [n, POINT_DIM] = init_shape[..] else {
+        panic!("fixture {} has shape {init_shape:?}, expected [N, {POINT_DIM}]", init_path.display());
+    };
+    let expected = read_npy(&dir.join(&case.expected), &[n, POINT_DIM]);
+    let noise = case.noise.as_ref().map(|f| read_npy(&dir.join(f), &[case.steps, n, POINT_DIM]));
+    let mut noise = FixtureNoise { data: noise, steps: case.steps, per_step: n * POINT_DIM, calls: vec![] };
+
+    let outcome = |max_diff: f64, problem: Option<String>| Outcome { name: name.to_owned(), max_diff, problem };
+    let kind: SamplerKind = match case.sampler.parse() {
+        Ok(k) => k,
+        Err(e) => return outcome(f64::NAN, Some(format!("sampler `{}` is not known to the library: {e}", case.sampler))),
+    };
+    let cfg = case.schedule.to_config();
+    let mut opts = SamplerOptions::new(kind, case.steps);
+    opts.eta = case.eta;
+
+    let stats = match sample(den, &cfg, &opts, &mut x, &mut noise, &mut |_step| ControlFlow::Continue(())) {
+        Ok(stats) => stats,
+        Err(e) => return outcome(f64::NAN, Some(format!("sampling failed: {e}"))),
+    };
+
+    let mut problems = vec![];
+    let timesteps: Vec<f64> = stats.timesteps.iter().map(|&t| t as f64).collect();
+    let same_timesteps = timesteps.len() == case.timesteps.len()
+        && timesteps.iter().zip(&case.timesteps).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+    if !same_timesteps {
+        problems.push(format!("visited timesteps {timesteps:?}, diffusers visited {:?}", case.timesteps));
+    }
+    let max_diff = max_abs_diff(&x, &expected);
+    if max_diff.is_nan() || max_diff > case.tolerance {
+        problems.push(format!(
+            "max abs difference {max_diff:.3e} > {:.0e} (an f64 reimplementation is {:.1e} from diffusers; \
+             {} holds diffusers' state after every step)",
+            case.tolerance, case.f64_reference_max_abs_diff, case.trajectory
+        ));
+    }
+    if case.noise.is_some() && noise.calls.is_empty() {
+        problems.push("the case has per-step noise but the sampler never asked for any".into());
+    }
+    outcome(max_diff, if problems.is_empty() { None } else { Some(problems.join("; ")) })
+}
+
+#[test]
+fn samplers_match_diffusers() {
+    let dir = fixtures().join("parity/cases");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}; the parity fixtures are committed, restore them", dir.display()))
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_owned))
+        .collect();
+    names.sort();
+    // Every sampler the issue names, with a v-prediction, a trailing and a cosine case among them.
+    for needle in ["ddim-", "ddpm-", "euler-", "dpmpp-2m", "unipc", "vpred", "trailing", "cosine"] {
+        assert!(names.iter().any(|n| n.contains(needle)), "no parity case named *{needle}* in {}", dir.display());
+    }
+
+    let model_path = fixtures().join("parity/model.onnx");
+    let model = Model::load(&model_path, &LoadOptions::default()).expect("load the parity model");
+    let mut den = model.into_denoiser().expect("make the parity model runnable");
+
+    let outcomes: Vec<Outcome> = names.iter().map(|name| run_case(&mut den, &dir, name)).collect();
+    println!("parity with diffusers ({} cases):", outcomes.len());
+    for o in &outcomes {
+        let status = if o.problem.is_none() { "ok  " } else { "FAIL" };
+        println!("  {status} {:24} max abs diff {:.3e}", o.name, o.max_diff);
+    }
+    let failures: Vec<String> =
+        outcomes.iter().filter_map(|o| o.problem.as_ref().map(|p| format!("{}: {p}", o.name))).collect();
+    assert!(failures.is_empty(), "{} of {} cases differ from diffusers:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
+}
+
+/// `unet_io/case.json`: a fixed UNet input, timestep and onnxruntime's output.
+#[derive(Debug, Deserialize)]
+struct UnetCase {
+    models: Vec<String>,
+    sample: String,
+    timestep: f64,
+    out_sample: String,
+    tolerance: f64,
+}
+
+#[test]
+fn unet2d_export_evaluates_like_onnxruntime() {
+    let dir = fixtures().join("parity/unet_io");
+    let text = std::fs::read_to_string(dir.join("case.json")).expect("read unet_io/case.json");
+    let case: UnetCase = serde_json::from_str(&text).expect("parse unet_io/case.json");
+    let shape = [2, 3, 16, 16];
+    let sample = read_npy(&dir.join(&case.sample), &shape);
+    let want = read_npy(&dir.join(&case.out_sample), &shape);
+    for rel in &case.models {
+        let path = dir.join(rel);
+        let model = Model::load(&path, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("load {}: {e}", path.display()));
+        let mut den = model.into_denoiser().unwrap_or_else(|e| panic!("prepare {}: {e}", path.display()));
+        assert_eq!(den.sample_len(), 3 * 16 * 16, "{} should be seen as a 3x16x16 image model", path.display());
+        let mut got = vec![0.0f32; sample.len()];
+        den.eval(&sample, case.timestep, &mut got).unwrap_or_else(|e| panic!("eval {}: {e}", path.display()));
+        let diff = max_abs_diff(&got, &want);
+        println!("{rel}: tract vs onnxruntime max abs diff {diff:.3e}");
+        assert!(diff <= case.tolerance, "{rel}: tract differs from onnxruntime by {diff:.3e} > {:.0e}", case.tolerance);
+    }
+}
