@@ -16,7 +16,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::InferenceModelExt;
 
-use crate::cpu::{ComputeDtype, CpuInfo, Precision};
+use crate::cpu::{ComputeDtype, Precision};
 use crate::manifest::{self, ConfigSource, ManifestError, ModelConfig, ScheduleOverrides};
 use crate::sampler::{DenoiseError, Denoiser, EvalInfo};
 
@@ -227,7 +227,7 @@ impl Model {
         let external_data = graph_proto
             .initializer
             .iter()
-            .any(|t| t.data_location == pb::tensor_proto::DataLocation::External as i32);
+            .any(|t| t.data_location == Some(pb::tensor_proto::DataLocation::External as i32));
         let (parameters, precision) = weight_summary(graph_proto);
         let (kind, sample_input, timestep_input, timestep_shape) = classify(&inputs, &shown)?;
         if let Some(m) = &config.manifest {
@@ -359,7 +359,7 @@ impl Model {
         let eps = outputs[0].cast_to::<f32>()?;
         let eps = eps.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         if eps.len() != out.len() {
-            bail!(
+            anyhow::bail!(
                 "output `{}` has {} values for a batch of {n} ({} expected); the model's output must have the shape of its input",
                 self.info.outputs[0].name,
                 eps.len(),

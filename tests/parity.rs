@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use dualscale::model::{LoadOptions, Model};
-use dualscale::sampler::{sample, Denoiser, NoiseSource, SamplerKind, SamplerOptions};
+use dualscale::sampler::{sample, DdimPrev, Denoiser, NoiseSource, SamplerKind, SamplerOptions};
 use dualscale::schedule::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
 
 /// Values per point of the parity model (`x` is [N, 2]).
@@ -112,44 +112,61 @@ struct Outcome {
     problem: Option<String>,
 }
 
-/// Runs one case; `Err` is a problem worth reporting with the others (not a panic), so that one
-/// broken sampler does not hide how the rest do.
-fn run_case(den: &mut impl Denoiser, dir: &Path, name: &str) -> Outcome {
+/// A case with its arrays loaded.
+struct Loaded {
+    name: String,
+    case: Case,
+    n: usize,
+    init: Vec<f32>,
+    expected: Vec<f32>,
+    noise: Option<Vec<f32>>,
+}
+
+fn load_case(dir: &Path, name: &str) -> Loaded {
     let json = dir.join(format!("{name}.json"));
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("cannot read {}: {e}", json.display()));
     let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not a parity case: {e}", json.display()));
     let init_path = dir.join(&case.init);
-    let (init_shape, mut x) = dualscale::npy::read_f32_file(&init_path)
+    let (init_shape, init) = dualscale::npy::read_f32_file(&init_path)
         .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", init_path.display()));
     let [n, POINT_DIM] = init_shape[..] else {
         panic!("fixture {} has shape {init_shape:?}, expected [N, {POINT_DIM}]", init_path.display());
     };
     let expected = read_npy(&dir.join(&case.expected), &[n, POINT_DIM]);
     let noise = case.noise.as_ref().map(|f| read_npy(&dir.join(f), &[case.steps, n, POINT_DIM]));
-    let mut noise = FixtureNoise { data: noise, steps: case.steps, per_step: n * POINT_DIM, calls: vec![] };
+    Loaded { name: name.to_owned(), case, n, init, expected, noise }
+}
 
-    let outcome = |max_diff: f64, problem: Option<String>| Outcome { name: name.to_owned(), max_diff, problem };
-    let kind: SamplerKind = match case.sampler.parse() {
-        Ok(k) => k,
-        Err(e) => return outcome(f64::NAN, Some(format!("sampler `{}` is not known to the library: {e}", case.sampler))),
-    };
+/// Whether DDIM's two previous-timestep rules give the same steps for these timesteps: diffusers'
+/// `t - T // N` (clean data when negative) and the next entry of the list (clean data at the end).
+fn ddim_rules_agree(case: &Case) -> bool {
+    let stride = (case.schedule.num_train_timesteps / case.steps) as f64;
+    case.timesteps.iter().enumerate().all(|(i, &t)| match case.timesteps.get(i + 1) {
+        Some(&next) => t - stride == next,
+        None => t - stride < 0.0,
+    })
+}
+
+/// Runs one case with `opts` and compares with diffusers. A mismatch is returned as a problem
+/// (not a panic), so that one broken sampler does not hide how the others do.
+fn check(den: &mut impl Denoiser, c: &Loaded, label: String, opts: &SamplerOptions) -> Outcome {
+    let case = &c.case;
+    let mut x = c.init.clone();
+    let mut noise = FixtureNoise { data: c.noise.clone(), steps: case.steps, per_step: c.n * POINT_DIM, calls: vec![] };
     let cfg = case.schedule.to_config();
-    let mut opts = SamplerOptions::new(kind, case.steps);
-    opts.eta = case.eta;
-
-    let stats = match sample(den, &cfg, &opts, &mut x, &mut noise, &mut |_step| ControlFlow::Continue(())) {
+    let stats = match sample(den, &cfg, opts, &mut x, &mut noise, &mut |_step| ControlFlow::Continue(())) {
         Ok(stats) => stats,
-        Err(e) => return outcome(f64::NAN, Some(format!("sampling failed: {e}"))),
+        Err(e) => return Outcome { name: label, max_diff: f64::NAN, problem: Some(format!("sampling failed: {e}")) },
     };
 
     let mut problems = vec![];
-    let timesteps: Vec<f64> = stats.timesteps.iter().map(|&t| t as f64).collect();
+    let timesteps = &stats.timesteps;
     let same_timesteps = timesteps.len() == case.timesteps.len()
         && timesteps.iter().zip(&case.timesteps).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
     if !same_timesteps {
         problems.push(format!("visited timesteps {timesteps:?}, diffusers visited {:?}", case.timesteps));
     }
-    let max_diff = max_abs_diff(&x, &expected);
+    let max_diff = max_abs_diff(&x, &c.expected);
     if max_diff.is_nan() || max_diff > case.tolerance {
         problems.push(format!(
             "max abs difference {max_diff:.3e} > {:.0e} (an f64 reimplementation is {:.1e} from diffusers; \
@@ -160,7 +177,34 @@ fn run_case(den: &mut impl Denoiser, dir: &Path, name: &str) -> Outcome {
     if case.noise.is_some() && noise.calls.is_empty() {
         problems.push("the case has per-step noise but the sampler never asked for any".into());
     }
-    outcome(max_diff, if problems.is_empty() { None } else { Some(problems.join("; ")) })
+    Outcome { name: label, max_diff, problem: if problems.is_empty() { None } else { Some(problems.join("; ")) } }
+}
+
+/// Runs one case the way diffusers does; for DDIM also with the library's default
+/// previous-timestep rule where that rule and diffusers' give the same steps.
+fn run_case(den: &mut impl Denoiser, dir: &Path, name: &str) -> Vec<Outcome> {
+    let c = load_case(dir, name);
+    let kind: SamplerKind = match c.case.sampler.parse() {
+        Ok(k) => k,
+        Err(e) => {
+            let problem = format!("sampler `{}` is not known to the library: {e}", c.case.sampler);
+            return vec![Outcome { name: name.to_owned(), max_diff: f64::NAN, problem: Some(problem) }];
+        }
+    };
+    let mut opts = SamplerOptions::new(kind, c.case.steps);
+    opts.eta = c.case.eta;
+    if kind != SamplerKind::Ddim {
+        return vec![check(den, &c, c.name.clone(), &opts)];
+    }
+    // diffusers' DDIMScheduler steps from t to t - T // N (see NOTES.md).
+    let default_rule = opts.ddim_prev;
+    opts.ddim_prev = DdimPrev::DiffusersStride;
+    let mut outcomes = vec![check(den, &c, c.name.clone(), &opts)];
+    if ddim_rules_agree(&c.case) && default_rule != DdimPrev::DiffusersStride {
+        opts.ddim_prev = default_rule;
+        outcomes.push(check(den, &c, format!("{} ({default_rule:?})", c.name), &opts));
+    }
+    outcomes
 }
 
 #[test]
@@ -181,11 +225,11 @@ fn samplers_match_diffusers() {
     let model = Model::load(&model_path, &LoadOptions::default()).expect("load the parity model");
     let mut den = model.into_denoiser().expect("make the parity model runnable");
 
-    let outcomes: Vec<Outcome> = names.iter().map(|name| run_case(&mut den, &dir, name)).collect();
+    let outcomes: Vec<Outcome> = names.iter().flat_map(|name| run_case(&mut den, &dir, name)).collect();
     println!("parity with diffusers ({} cases):", outcomes.len());
     for o in &outcomes {
         let status = if o.problem.is_none() { "ok  " } else { "FAIL" };
-        println!("  {status} {:24} max abs diff {:.3e}", o.name, o.max_diff);
+        println!("  {status} {:32} max abs diff {:.3e}", o.name, o.max_diff);
     }
     let failures: Vec<String> =
         outcomes.iter().filter_map(|o| o.problem.as_ref().map(|p| format!("{}: {p}", o.name))).collect();

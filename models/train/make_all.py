@@ -372,10 +372,16 @@ def main(argv=None) -> int:
         for ds in datasets.NAMES:
             dataset(P, ds)
     if args.command == "all":
+        ran_any = False
         for ds, arch, seed in plan(args.datasets, args.archs, args.seeds):
+            before = (P.runs / f"{ds}-{arch}-seed{seed}" / "result.json").exists()
             do_run(P, ds, arch, seed, cfg, schedule)
             if (ds, arch, seed) == (*FIRST, 0):
                 make_fixture(P)
+            if not before:  # keep REPORT.md current after every newly finished run
+                make_report(P, cfg)
+                ran_any = True
+        if not ran_any:
             make_report(P, cfg)
     if args.command == "fixture":
         make_fixture(P)

@@ -328,15 +328,9 @@ fn initial_noise(cfg: &GenerateConfig, count: usize, len: usize, info: &ModelInf
     Ok(data)
 }
 
-/// abar at a (possibly fractional) timestep, interpolated linearly between training steps.
+/// abar at a (possibly fractional) timestep, interpolated as the samplers do.
 fn abar_at(schedule: &ScheduleConfig, t: f64) -> anyhow::Result<f64> {
-    let s = crate::schedule::NoiseSchedule::new(schedule)?;
-    let abar = s.alphas_cumprod();
-    let t = t.clamp(0.0, (abar.len() - 1) as f64);
-    let lo = t.floor() as usize;
-    let hi = (lo + 1).min(abar.len() - 1);
-    let w = t - lo as f64;
-    Ok(abar[lo] * (1.0 - w) + abar[hi] * w)
+    Ok(crate::schedule::NoiseSchedule::new(schedule)?.level(t).abar())
 }
 
 /// Which starting distribution to use: "unit" (N(0, I)) or "data" (the data's moments pushed

@@ -15,7 +15,11 @@ use super::{DdimPrev, NoiseSource, SampleError};
 use crate::schedule::{NoiseLevel, NoiseSchedule};
 
 /// Where each step of DDIM goes: `Some(t_prev)` or `None` for clean data (abar = 1).
-pub(crate) fn previous_timesteps(ts: &[usize], rule: DdimPrev, num_train_timesteps: usize) -> Vec<Option<usize>> {
+pub(crate) fn previous_timesteps(
+    ts: &[usize],
+    rule: DdimPrev,
+    num_train_timesteps: usize,
+) -> Vec<Option<usize>> {
     match rule {
         DdimPrev::Lookup => (0..ts.len()).map(|i| ts.get(i + 1).copied()).collect(),
         DdimPrev::DiffusersStride => {

@@ -41,7 +41,9 @@ pub(crate) fn ddpm(
         let beta_t = 1.0 - abar_t / abar_prev;
         let c_x0 = abar_prev.sqrt() * beta_t / (1.0 - abar_t);
         let c_xt = (abar_t / abar_prev).sqrt() * (1.0 - abar_prev) / (1.0 - abar_t);
-        let std = ((1.0 - abar_prev) / (1.0 - abar_t) * beta_t).max(1e-20).sqrt();
+        let std = ((1.0 - abar_prev) / (1.0 - abar_t) * beta_t)
+            .max(1e-20)
+            .sqrt();
         if !last {
             noise.fill(i, &mut z);
         }

@@ -76,12 +76,22 @@ fn coefficients(s0: NoiseLevel, t: NoiseLevel) -> (f64, f64, f64) {
 /// DPM-Solver++ 1st order (= DDIM): `x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) m0`.
 fn first_order(x: &[f32], s0: NoiseLevel, t: NoiseLevel, m0: &[f64]) -> Vec<f64> {
     let (ratio, a_phi, _) = coefficients(s0, t);
-    x.iter().zip(m0).map(|(&xi, &m0)| ratio * xi as f64 - a_phi * m0).collect()
+    x.iter()
+        .zip(m0)
+        .map(|(&xi, &m0)| ratio * xi as f64 - a_phi * m0)
+        .collect()
 }
 
 /// DPM-Solver++(2M), midpoint form: `D1 = (m0 - m1)/r0`,
 /// `x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) m0 - 0.5 alpha_t (e^{-h} - 1) D1`.
-fn second_order(x: &[f32], s0: NoiseLevel, t: NoiseLevel, r0: f64, m0: &[f64], m1: &[f64]) -> Vec<f64> {
+fn second_order(
+    x: &[f32],
+    s0: NoiseLevel,
+    t: NoiseLevel,
+    r0: f64,
+    m0: &[f64],
+    m1: &[f64],
+) -> Vec<f64> {
     let (ratio, a_phi, _) = coefficients(s0, t);
     x.iter()
         .zip(m0.iter().zip(m1))
@@ -96,7 +106,13 @@ fn second_order(x: &[f32], s0: NoiseLevel, t: NoiseLevel, r0: f64, m0: &[f64], m
 /// `D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1)`, `D2 = (D1_0 - D1_1)/(r0 + r1)`,
 /// `x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) m0 + alpha_t ((e^{-h} - 1)/h + 1) D1
 ///        - alpha_t ((e^{-h} - 1 + h)/h^2 - 0.5) D2`.
-fn third_order(x: &[f32], s0: NoiseLevel, t: NoiseLevel, r: (f64, f64), m: [&[f64]; 3]) -> Vec<f64> {
+fn third_order(
+    x: &[f32],
+    s0: NoiseLevel,
+    t: NoiseLevel,
+    r: (f64, f64),
+    m: [&[f64]; 3],
+) -> Vec<f64> {
     let (ratio, a_phi, h) = coefficients(s0, t);
     let phi = (-h).exp_m1();
     let c1 = t.alpha * (phi / h + 1.0);

@@ -18,7 +18,9 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::str::FromStr;
 
-use crate::schedule::{self, NoiseLevel, NoiseSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
+use crate::schedule::{
+    self, NoiseLevel, NoiseSchedule, PredictionType, ScheduleConfig, TimestepSpacing,
+};
 
 mod adaptive;
 mod ddim;
@@ -37,7 +39,6 @@ mod tests;
 pub use start::{start_from_data_diag, start_from_data_moments, MAX_FULL_COV_DIM};
 
 use run::Run;
-
 
 /// What a denoiser returns besides its main output.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -70,11 +71,12 @@ pub struct Step {
     pub total: usize,
     /// Timestep the step started from (training-timestep units).
     pub t: f64,
-    /// Timestep the step went to (-1 or 0 at the end, see each sampler).
+    /// Timestep the step went to; -1 at the end, meaning clean data (abar = 1, sigma = 0).
     pub t_next: f64,
     /// Model evaluations so far, rejected adaptive steps included.
     pub nfe: usize,
-    /// Gate weights the model reported at the last evaluation of this step.
+    /// Gate weights the model reported at the step's first evaluation, i.e. at `t` (the gate
+    /// depends on the timestep only, so `(t, gate)` pairs trace the gate over the run).
     pub gate: Option<[f32; 2]>,
 }
 
@@ -82,7 +84,12 @@ pub struct Step {
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
     #[error("the model failed at step {step} (t = {t}): {source}")]
-    Model { step: usize, t: f64, #[source] source: DenoiseError },
+    Model {
+        step: usize,
+        t: f64,
+        #[source]
+        source: DenoiseError,
+    },
     #[error("the model produced NaN or Inf at step {step} (t = {t}); the model or its precision is broken for this input - try fp32 or another model")]
     NonFinite { step: usize, t: f64 },
     #[error("sampling was interrupted at step {step}")]
@@ -122,9 +129,11 @@ pub enum SamplerKind {
 
 impl SamplerKind {
     /// Every valid name, in declaration order.
-    pub const NAMES: &'static [&'static str] =
-        &["ddpm", "ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "adaptive"];
-    const ALL: [SamplerKind; 8] = [
+    pub const NAMES: &'static [&'static str] = &[
+        "ddpm", "ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "adaptive",
+    ];
+    /// Every sampler, in declaration order.
+    pub const ALL: [SamplerKind; 8] = [
         SamplerKind::Ddpm,
         SamplerKind::Ddim,
         SamplerKind::Euler,
@@ -137,8 +146,16 @@ impl SamplerKind {
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
-        let i = Self::ALL.iter().position(|&k| k == self).unwrap_or(0);
-        Self::NAMES[i]
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::Euler => "euler",
+            SamplerKind::Heun => "heun",
+            SamplerKind::DpmPp2m => "dpmpp-2m",
+            SamplerKind::DpmPp3m => "dpmpp-3m",
+            SamplerKind::UniPc => "unipc",
+            SamplerKind::Adaptive => "adaptive",
+        }
     }
 
     /// Whether the sampler draws fresh noise from the [`NoiseSource`] (DDPM; DDIM with eta > 0).
@@ -162,16 +179,17 @@ impl FromStr for SamplerKind {
     type Err = UnknownSampler;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::NAMES
-            .iter()
-            .position(|&n| n == s)
-            .map(|i| Self::ALL[i])
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
             .ok_or_else(|| UnknownSampler(s.to_string()))
     }
 }
 
 /// Where DDIM steps to after timestep t_i.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum DdimPrev {
     /// The next timestep of the list, clean data after the last one (samplers.md; what DDPM does
     /// in diffusers too).
@@ -192,7 +210,9 @@ impl FromStr for DdimPrev {
         match s {
             "lookup" => Ok(DdimPrev::Lookup),
             "diffusers-stride" => Ok(DdimPrev::DiffusersStride),
-            _ => Err(format!("unknown DDIM previous-timestep rule `{s}`; valid: lookup, diffusers-stride")),
+            _ => Err(format!(
+                "unknown DDIM previous-timestep rule `{s}`; valid: lookup, diffusers-stride"
+            )),
         }
     }
 }
@@ -246,7 +266,7 @@ pub trait NoiseSource {
 pub struct SampleStats {
     /// Model evaluations (rejected adaptive attempts included).
     pub nfe: usize,
-    /// Steps taken (accepted ones for `adaptive`), one per reported [`Step`].
+    /// Steps taken, one per reported [`Step`] (`adaptive`: accepted steps plus the final x0 step).
     pub steps: usize,
     /// Rejected step attempts (`adaptive` only).
     pub rejected: usize,
@@ -281,7 +301,7 @@ pub fn first_timestep(cfg: &ScheduleConfig, opts: &SamplerOptions) -> Result<f64
 pub fn planned_nfe(opts: &SamplerOptions) -> Option<usize> {
     match opts.kind {
         SamplerKind::Adaptive => None,
-        SamplerKind::Heun => Some((2 * opts.steps).saturating_sub(1)),
+        SamplerKind::Heun => Some(opts.steps.saturating_mul(2).saturating_sub(1)),
         _ => Some(opts.steps),
     }
 }
@@ -322,7 +342,11 @@ pub fn sample(
         Plan::DpmPp { ts, order } => dpm_solver::dpmpp_multistep(&mut run, &sched, ts, *order, x)?,
         Plan::UniPc(ts) => unipc::unipc_bh2(&mut run, &sched, ts, 2, x)?,
         Plan::Adaptive { t_start } => {
-            let tol = adaptive::Tolerance { rtol: opts.rtol, atol: opts.atol, h_init: opts.h_init };
+            let tol = adaptive::Tolerance {
+                rtol: opts.rtol,
+                atol: opts.atol,
+                h_init: opts.h_init,
+            };
             adaptive::dpm_solver_adaptive(&mut run, &sched, 3, tol, *t_start, x)?
         }
     }
@@ -337,13 +361,21 @@ fn config_error(e: schedule::ScheduleError) -> SampleError {
 enum Plan {
     Ddpm(Vec<usize>),
     /// `prev[i]`: where step i goes, `None` for clean data (abar = 1).
-    Ddim { ts: Vec<usize>, prev: Vec<Option<usize>> },
+    Ddim {
+        ts: Vec<usize>,
+        prev: Vec<Option<usize>>,
+    },
     Euler(Vec<f64>),
     Heun(Vec<f64>),
-    DpmPp { ts: Vec<usize>, order: usize },
+    DpmPp {
+        ts: Vec<usize>,
+        order: usize,
+    },
     UniPc(Vec<usize>),
     /// From `t_start` = T-1 down to 0, step sizes chosen on the way.
-    Adaptive { t_start: f64 },
+    Adaptive {
+        t_start: f64,
+    },
 }
 
 impl Plan {
@@ -352,8 +384,10 @@ impl Plan {
         let spacing = opts.spacing.unwrap_or(cfg.timestep_spacing);
         let (n, offset) = (opts.steps, cfg.steps_offset);
         let integer = || schedule::timesteps(spacing, n, t_count, offset).map_err(config_error);
-        let fractional = || schedule::timesteps_fractional(spacing, n, t_count, offset).map_err(config_error);
-        let multistep = || schedule::timesteps_multistep(spacing, n, t_count, offset).map_err(config_error);
+        let fractional =
+            || schedule::timesteps_fractional(spacing, n, t_count, offset).map_err(config_error);
+        let multistep =
+            || schedule::timesteps_multistep(spacing, n, t_count, offset).map_err(config_error);
         Ok(match opts.kind {
             SamplerKind::Ddpm => Plan::Ddpm(integer()?),
             SamplerKind::Ddim => {
@@ -369,8 +403,14 @@ impl Plan {
             }
             SamplerKind::Euler => Plan::Euler(fractional()?),
             SamplerKind::Heun => Plan::Heun(fractional()?),
-            SamplerKind::DpmPp2m => Plan::DpmPp { ts: multistep()?, order: 2 },
-            SamplerKind::DpmPp3m => Plan::DpmPp { ts: multistep()?, order: 3 },
+            SamplerKind::DpmPp2m => Plan::DpmPp {
+                ts: multistep()?,
+                order: 2,
+            },
+            SamplerKind::DpmPp3m => Plan::DpmPp {
+                ts: multistep()?,
+                order: 3,
+            },
             SamplerKind::UniPc => Plan::UniPc(multistep()?),
             SamplerKind::Adaptive => {
                 let ok = |v: f64| v.is_finite() && v >= 0.0;
@@ -386,14 +426,18 @@ impl Plan {
                         opts.h_init
                     )));
                 }
-                Plan::Adaptive { t_start: t_count.saturating_sub(1) as f64 }
+                Plan::Adaptive {
+                    t_start: t_count.saturating_sub(1) as f64,
+                }
             }
         })
     }
 
     fn first(&self) -> f64 {
         match self {
-            Plan::Ddpm(ts) | Plan::Ddim { ts, .. } | Plan::DpmPp { ts, .. } | Plan::UniPc(ts) => ts[0] as f64,
+            Plan::Ddpm(ts) | Plan::Ddim { ts, .. } | Plan::DpmPp { ts, .. } | Plan::UniPc(ts) => {
+                ts[0] as f64
+            }
             Plan::Euler(ts) | Plan::Heun(ts) => ts[0],
             Plan::Adaptive { t_start } => *t_start,
         }

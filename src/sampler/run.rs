@@ -37,7 +37,13 @@ impl<'a> Run<'a> {
         prediction: PredictionType,
         on_step: &'a mut dyn FnMut(&Step) -> ControlFlow<()>,
     ) -> Self {
-        Run { model, prediction, on_step, out: Vec::new(), stats: SampleStats::default() }
+        Run {
+            model,
+            prediction,
+            on_step,
+            out: Vec::new(),
+            stats: SampleStats::default(),
+        }
     }
 
     /// Values per sample (the model's `sample_len`).
@@ -57,7 +63,13 @@ impl<'a> Run<'a> {
 
     /// Evaluates the model on `x` at timestep `t` (noise level `level`) during step `step`, checks
     /// the output is finite and converts it to x0 / eps.
-    pub fn predict(&mut self, x: &[f32], t: f64, level: NoiseLevel, step: usize) -> Result<Prediction, SampleError> {
+    pub fn predict(
+        &mut self,
+        x: &[f32],
+        t: f64,
+        level: NoiseLevel,
+        step: usize,
+    ) -> Result<Prediction, SampleError> {
         self.out.clear();
         self.out.resize(x.len(), 0.0);
         let info = self
@@ -73,7 +85,11 @@ impl<'a> Run<'a> {
             .zip(&self.out)
             .map(|(&xi, &oi)| x0_and_eps(self.prediction, level, xi as f64, oi as f64))
             .unzip();
-        Ok(Prediction { x0, eps, gate: info.gate })
+        Ok(Prediction {
+            x0,
+            eps,
+            gate: info.gate,
+        })
     }
 
     /// Records a finished step and reports it; `Break` from the callback ends the run with
@@ -88,7 +104,14 @@ impl<'a> Run<'a> {
     ) -> Result<(), SampleError> {
         self.stats.steps += 1;
         self.stats.timesteps.push(t);
-        let step = Step { index, total, t, t_next, nfe: self.stats.nfe, gate };
+        let step = Step {
+            index,
+            total,
+            t,
+            t_next,
+            nfe: self.stats.nfe,
+            gate,
+        };
         match (self.on_step)(&step) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(SampleError::Interrupted { step: index }),

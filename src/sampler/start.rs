@@ -54,15 +54,23 @@ pub fn start_from_data_moments(
     }
     check_common(z, sample_len, abar, mean)?;
     let d = sample_len;
-    if cov.len() != d || cov.iter().any(|row| row.len() != d || row.iter().any(|c| !c.is_finite())) {
+    if cov.len() != d
+        || cov
+            .iter()
+            .any(|row| row.len() != d || row.iter().any(|c| !c.is_finite()))
+    {
         return Err(SampleError::Config(format!(
             "data covariance must be {d} x {d} finite values; recompute the data moments"
         )));
     }
-    let scale = cov.iter().enumerate().map(|(i, row)| row[i].abs()).fold(1.0, f64::max);
-    let asymmetric = (0..d).flat_map(|i| (0..i).map(move |j| (i, j))).find(|&(i, j)| {
-        (cov[i][j] - cov[j][i]).abs() > 1e-9 * scale
-    });
+    let scale = cov
+        .iter()
+        .enumerate()
+        .map(|(i, row)| row[i].abs())
+        .fold(1.0, f64::max);
+    let asymmetric = (0..d)
+        .flat_map(|i| (0..i).map(move |j| (i, j)))
+        .find(|&(i, j)| (cov[i][j] - cov[j][i]).abs() > 1e-9 * scale);
     if let Some((i, j)) = asymmetric {
         return Err(SampleError::Config(format!(
             "data covariance is not symmetric (cov[{i}][{j}] = {}, cov[{j}][{i}] = {}); recompute the data moments",
@@ -70,7 +78,11 @@ pub fn start_from_data_moments(
         )));
     }
     let target: Vec<Vec<f64>> = (0..d)
-        .map(|i| (0..d).map(|j| abar * cov[i][j] + if i == j { 1.0 - abar } else { 0.0 }).collect())
+        .map(|i| {
+            (0..d)
+                .map(|j| abar * cov[i][j] + if i == j { 1.0 - abar } else { 0.0 })
+                .collect()
+        })
         .collect();
     let l = cholesky(&target).ok_or_else(|| {
         SampleError::Config(
@@ -144,7 +156,11 @@ mod tests {
 
     #[test]
     fn cholesky_reconstructs() {
-        let a = vec![vec![4.0, 2.0, 0.6], vec![2.0, 5.0, 1.0], vec![0.6, 1.0, 3.0]];
+        let a = vec![
+            vec![4.0, 2.0, 0.6],
+            vec![2.0, 5.0, 1.0],
+            vec![0.6, 1.0, 3.0],
+        ];
         let l = cholesky(&a).unwrap();
         for i in 0..3 {
             for j in 0..3 {
@@ -187,7 +203,14 @@ mod tests {
     fn diag_matches_full_with_diagonal_cov() {
         let z0 = gaussian_noise(8, 3);
         let (mut a, mut b) = (z0.clone(), z0);
-        start_from_data_moments(&mut a, 2, 0.5, &[0.1, 0.2], &[vec![2.0, 0.0], vec![0.0, 0.3]]).unwrap();
+        start_from_data_moments(
+            &mut a,
+            2,
+            0.5,
+            &[0.1, 0.2],
+            &[vec![2.0, 0.0], vec![0.0, 0.3]],
+        )
+        .unwrap();
         start_from_data_diag(&mut b, 2, 0.5, &[0.1, 0.2], &[2.0, 0.3]).unwrap();
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-6);
@@ -211,6 +234,13 @@ mod tests {
         assert!(start_from_data_diag(&mut big, 17, 0.5, &[0.0; 17], &[1.0; 17]).is_ok());
         assert!(start_from_data_diag(&mut z, 2, 0.5, &[0.0; 2], &[-1.0, 1.0]).is_err());
         // abar = 1 with a singular covariance cannot be factored.
-        assert!(start_from_data_moments(&mut z, 2, 1.0, &[0.0; 2], &[vec![1.0, 1.0], vec![1.0, 1.0]]).is_err());
+        assert!(start_from_data_moments(
+            &mut z,
+            2,
+            1.0,
+            &[0.0; 2],
+            &[vec![1.0, 1.0], vec![1.0, 1.0]]
+        )
+        .is_err());
     }
 }

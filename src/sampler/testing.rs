@@ -40,7 +40,11 @@ pub struct KeyedNoise {
 
 impl KeyedNoise {
     pub fn new(seed: u64, first: usize) -> Self {
-        KeyedNoise { seed, first, calls: Vec::new() }
+        KeyedNoise {
+            seed,
+            first,
+            calls: Vec::new(),
+        }
     }
 }
 
@@ -84,16 +88,33 @@ impl GaussianDenoiser {
         sigma * (x - alpha * mu) / (alpha * alpha * self.s * self.s + sigma * sigma)
     }
 
-    /// The exact probability-flow ODE solution from `x` at noise level `level` to clean data: the
+    /// The exact probability-flow ODE solution from `x` at noise level `from` to level `to`: the
     /// standardised coordinate `(x - alpha mu)/sqrt(alpha^2 s^2 + sigma^2)` is constant along it.
-    pub fn ode_solution(&self, level: NoiseLevel, x: &[f32]) -> Vec<f64> {
-        let NoiseLevel { alpha, sigma } = level;
-        let scale = (alpha * alpha * self.s * self.s + sigma * sigma).sqrt();
+    /// `to = NoiseLevel::CLEAN` gives the ODE's clean-data end point.
+    pub fn ode_map(&self, from: NoiseLevel, to: NoiseLevel, x: &[f64]) -> Vec<f64> {
+        let scale =
+            |l: NoiseLevel| (l.alpha * l.alpha * self.s * self.s + l.sigma * l.sigma).sqrt();
+        let ratio = scale(to) / scale(from);
         x.iter()
             .enumerate()
             .map(|(j, &xj)| {
                 let mu = self.mu[j % self.mu.len()];
-                mu + self.s * (xj as f64 - alpha * mu) / scale
+                to.alpha * mu + ratio * (xj - from.alpha * mu)
+            })
+            .collect()
+    }
+
+    /// The posterior mean E[x0 | x_t = x] at `level`,
+    /// `mu + alpha s^2 / (alpha^2 s^2 + sigma^2) (x - alpha mu)`: what the x0 prediction of an exact
+    /// model is, and so where every sampler's final step (to sigma = 0) lands.
+    pub fn posterior_mean(&self, level: NoiseLevel, x: &[f64]) -> Vec<f64> {
+        let NoiseLevel { alpha, sigma } = level;
+        let gain = alpha * self.s * self.s / (alpha * alpha * self.s * self.s + sigma * sigma);
+        x.iter()
+            .enumerate()
+            .map(|(j, &xj)| {
+                let mu = self.mu[j % self.mu.len()];
+                mu + gain * (xj - alpha * mu)
             })
             .collect()
     }
@@ -123,7 +144,9 @@ impl Denoiser for GaussianDenoiser {
                 PredictionType::Sample => x0,
             } as f32;
         }
-        Ok(EvalInfo { gate: Some([t as f32, 0.0]) })
+        Ok(EvalInfo {
+            gate: Some([t as f32, 0.0]),
+        })
     }
 }
 
