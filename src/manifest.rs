@@ -129,15 +129,15 @@ impl ScheduleOverrides {
         if let Some(v) = self.beta_end {
             s.beta_end = v;
         }
-        if let Some(v) = &self.beta_schedule {
-            s.beta_schedule = v.clone();
+        if let Some(v) = self.beta_schedule {
+            s.beta_schedule = v;
             s.trained_betas = None;
         }
-        if let Some(v) = &self.prediction_type {
-            s.prediction_type = v.clone();
+        if let Some(v) = self.prediction_type {
+            s.prediction_type = v;
         }
-        if let Some(v) = &self.timestep_spacing {
-            s.timestep_spacing = v.clone();
+        if let Some(v) = self.timestep_spacing {
+            s.timestep_spacing = v;
         }
     }
 }
@@ -228,8 +228,9 @@ pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, M
         detail: "expected an object".into(),
     })?;
     for key in ["num_train_timesteps", "beta_start", "beta_end", "beta_schedule"] {
-        if !sched.contains_key(key) && !(key.starts_with("beta") && sched.contains_key("trained_betas")) {
-            return Err(ManifestError::MissingKey { path, key: leak_key(key) });
+        let given_by_trained_betas = key.starts_with("beta") && sched.contains_key("trained_betas");
+        if !sched.contains_key(key) && !given_by_trained_betas {
+            return Err(ManifestError::MissingKey { path, key });
         }
     }
     let mut keys: BTreeMap<String, Value> = sched.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -238,21 +239,13 @@ pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, M
     Ok(ModelConfig { schedule, manifest: Some(manifest), source, unknown_keys })
 }
 
-fn leak_key(key: &str) -> &'static str {
-    match key {
-        "num_train_timesteps" => "num_train_timesteps",
-        "beta_start" => "beta_start",
-        "beta_end" => "beta_end",
-        _ => "beta_schedule",
-    }
-}
-
 /// Parses a diffusers `scheduler_config.json`: diffusers' keys with the defaults of the class
 /// named by `_class_name`; keys starting with `_` are metadata; unknown keys are returned so the
 /// caller can warn (they are not an error).
 pub fn parse_scheduler_config(text: &str, path: &Path) -> Result<ModelConfig, ManifestError> {
+    let text = replace_non_finite_tokens(text);
     let value: Value =
-        serde_json::from_str(text).map_err(|e| ManifestError::Json { path: path.to_owned(), source: e })?;
+        serde_json::from_str(&text).map_err(|e| ManifestError::Json { path: path.to_owned(), source: e })?;
     let obj = value.as_object().ok_or_else(|| ManifestError::BadValue {
         path: path.to_owned(),
         key: "<root>".into(),
@@ -262,6 +255,36 @@ pub fn parse_scheduler_config(text: &str, path: &Path) -> Result<ModelConfig, Ma
     let keys: BTreeMap<String, Value> = obj.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let (schedule, unknown_keys) = schedule_from_keys(&keys, class, path)?;
     Ok(ModelConfig { schedule, manifest: None, source: ConfigSource::SchedulerConfig(path.to_owned()), unknown_keys })
+}
+
+/// Python's `json` writes `Infinity`, `-Infinity` and `NaN` (diffusers' DPM-Solver config has
+/// `"lambda_min_clipped": -Infinity`), which is not JSON. Outside strings, these tokens become
+/// `null`: every key dualscale applies must be finite anyway, and is then reported as invalid.
+fn replace_non_finite_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].iter().find(|t| rest.starts_with(**t)) {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// Diffusers keys that exist on some scheduler class but that dualscale does not apply.
@@ -454,6 +477,17 @@ mod tests {
         assert_eq!(c.schedule.timestep_spacing, TimestepSpacing::Linspace);
         assert_eq!(c.schedule.prediction_type, PredictionType::VPrediction);
         assert_eq!(c.schedule.beta_schedule, BetaSchedule::ScaledLinear);
+    }
+
+    #[test]
+    fn python_infinity_tokens_are_accepted() {
+        let text = r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity,
+                       "note": "NaN stays text", "beta_end": 0.012}"#;
+        let c = parse_scheduler_config(text, Path::new("s.json")).unwrap();
+        assert_eq!(c.schedule.beta_end, 0.012);
+        assert_eq!(c.unknown_keys, vec!["note".to_string()]);
+        let err = parse_scheduler_config(r#"{"beta_start": NaN}"#, Path::new("s.json")).unwrap_err();
+        assert!(err.to_string().contains("beta_start"), "{err}");
     }
 
     #[test]

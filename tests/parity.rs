@@ -226,14 +226,14 @@ fn samplers_match_diffusers() {
     let mut den = model.into_denoiser().expect("make the parity model runnable");
 
     let outcomes: Vec<Outcome> = names.iter().flat_map(|name| run_case(&mut den, &dir, name)).collect();
-    println!("parity with diffusers ({} cases):", outcomes.len());
+    println!("parity with diffusers ({} runs of {} cases):", outcomes.len(), names.len());
     for o in &outcomes {
         let status = if o.problem.is_none() { "ok  " } else { "FAIL" };
         println!("  {status} {:32} max abs diff {:.3e}", o.name, o.max_diff);
     }
     let failures: Vec<String> =
         outcomes.iter().filter_map(|o| o.problem.as_ref().map(|p| format!("{}: {p}", o.name))).collect();
-    assert!(failures.is_empty(), "{} of {} cases differ from diffusers:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
+    assert!(failures.is_empty(), "{} of {} runs differ from diffusers:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
 }
 
 /// `unet_io/case.json`: a fixed UNet input, timestep and onnxruntime's output.
