@@ -53,6 +53,10 @@ tract_knobs() {
     esac
 }
 
+qemu_arch=${target%%-*}; qemu_arch=${qemu_arch/armv7/arm}
+[ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu_arch" ] \
+    || echo "cross/test.sh: qemu-$qemu_arch is not registered with binfmt_misc (cross/setup.sh):" \
+        "tests that start the dualscale binary will fail with 'Exec format error'" >&2
 export QEMU_LD_PREFIX=$sysroot
 status=0
 for cpu in "${cpus[@]}"; do
@@ -60,9 +64,10 @@ for cpu in "${cpus[@]}"; do
     echo "== $target on $cpu ($knobs)" >&2
     start=$(date +%s)
     # `.2.31`: same glibc symbol versions as the shipped binary; the runner in .cargo/config.toml
-    # starts each test binary under qemu with QEMU_CPU from the environment.
+    # starts each test binary under qemu with QEMU_CPU from the environment. (`cargo zigbuild` is
+    # only `build`; the test subcommand is reached as `cargo-zigbuild test`.)
     if env QEMU_CPU="$cpu" DUALSCALE_EXPECT_CPU="$cpu" "$knobs" \
-        cargo zigbuild test --profile qemu --locked --target "$target.2.31" "${cargo_args[@]}"; then
+        cargo-zigbuild test --profile qemu --locked --target "$target.2.31" "${cargo_args[@]}"; then
         echo "== $target on $cpu: passed in $(( $(date +%s) - start ))s" >&2
     else
         echo "== $target on $cpu: FAILED after $(( $(date +%s) - start ))s" >&2

@@ -5,7 +5,8 @@
 #   - ddim, dpmpp-2m and unipc at 5, 10 and 20 steps (= NFE), from both starting distributions;
 #   - adaptive at three tolerances (its NFE, rejected steps included, is reported).
 # Writes a markdown table to stdout. Usage: models/runtime_eval.sh [BINARY] > table.md
-# BINARY defaults to target/release/dualscale (built if missing). Takes ~5 min on 2 cores.
+# BINARY defaults to target/release/dualscale (built if missing).
+# INITS="data" or DDPM=0 in the environment skip the N(0, I) rows or the ddpm column (quicker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/dualscale}
@@ -25,15 +26,16 @@ kl() { # dataset init sampler steps [extra flags...] -> "KL NFE"
 echo "| dataset | start | ddpm 100 | ddim 5 | ddim 10 | ddim 20 | dpmpp-2m 5 | dpmpp-2m 10 | dpmpp-2m 20 | unipc 5 | unipc 10 | unipc 20 | adaptive rtol 0.5 (NFE) | adaptive rtol 0.2 (NFE) | adaptive rtol 0.05 (NFE) |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for ds in circle dino line moons; do
-  for init in unit data; do
+  for init in ${INITS:-unit data}; do
     row="| $ds | $init"
-    read -r v _ <<<"$(kl "$ds" "$init" ddpm 100)"; row="$row | $v"
+    if [ "${DDPM:-1}" = 1 ]; then read -r v _ <<<"$(kl "$ds" "$init" ddpm 100)"; else v=-; fi
+    row="$row | $v"
     for sampler in ddim dpmpp-2m unipc; do
       for steps in 5 10 20; do
         read -r v _ <<<"$(kl "$ds" "$init" "$sampler" "$steps")"; row="$row | $v"
       done
     done
-    for rtol in 0.5 0.2 0.05; do
+    for rtol in ${RTOLS:-0.5 0.2 0.05}; do
       read -r v n <<<"$(kl "$ds" "$init" adaptive "" --rtol "$rtol")"; row="$row | $v ($n)"
     done
     echo "$row |"

@@ -129,7 +129,11 @@ mod cuda {
             // from a broken one.
             match unsafe { libloading::Library::new(name) } {
                 Ok(_) => return Ok(()),
-                Err(e) => reasons.push(e.to_string()),
+                // libloading's message is "dlopen failed"; the loader's own words are its source.
+                Err(e) => reasons.push(match std::error::Error::source(&e) {
+                    Some(why) => why.to_string(),
+                    None => e.to_string(),
+                }),
             }
         }
         Err(reasons.join("; "))
@@ -192,6 +196,7 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("CUDA driver library libcuda.so not found: "), "{msg}");
         assert!(msg.contains("libcuda.so") && msg.ends_with("use --device cpu"), "{msg}");
+        eprintln!("--device cuda on this machine: {msg}");
         assert_eq!(resolve(Device::Auto).unwrap(), ResolvedDevice::Cpu);
     }
 

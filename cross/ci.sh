@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# cross/ci.sh: the ARM and CUDA part of CI, called by .ci/run after the x86_64 tests.
+#
+# 1. installs the cross toolchain and qemu (cross/setup.sh; idempotent);
+# 2. x86_64: builds with `--features cuda` and runs the device tests, which on this GPU-less
+#    machine check that `--device cuda` is a clear error and `auto` falls back to the CPU;
+# 3. aarch64 under qemu-user: the whole suite on a Cortex-A72 (Raspberry Pi 4), then the
+#    CPU-detection tests on a Cortex-A53 (Pi 3, Zero 2 W: no FP16) and a Cortex-A76 (Pi 5: FP16,
+#    so an f16 model is computed in f16);
+# 4. armv7 under qemu-user: the whole suite on a Cortex-A7 (NEON, VFPv4: 32-bit Raspberry Pi OS);
+# 5. the shipped release binaries for both (cross/build.sh: LTO, glibc <= 2.31 checked), their
+#    sizes, and a run of the aarch64 one under qemu.
+# Budget: CI has 90 minutes on a 2-core machine for everything. Measured on such a machine (see
+# cross/README.md): each target's tract build is the cost; the whole suite runs on one CPU model
+# per target, and the other models run only the tests whose result depends on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+t0=$(date +%s)
+step() { echo "== [cross/ci.sh +$(( $(date +%s) - t0 ))s] $*"; }
+
+step "setup"
+bash cross/setup.sh
+
+step "x86_64 --features cuda: build, device tests"
+cargo build --locked --features cuda --bin dualscale
+cargo test --locked --features cuda --lib device::
+
+step "aarch64: whole suite on cortex-a72"
+cross/test.sh aarch64 cortex-a72
+step "aarch64: CPU detection on cortex-a53 and cortex-a76"
+cross/test.sh aarch64 cortex-a53 cortex-a76 -- --lib cpu::
+
+step "armv7: whole suite on cortex-a7"
+cross/test.sh armv7 cortex-a7
+
+step "aarch64: shipped binary"
+bin=$(cross/build.sh pi4)
+ls -l "$bin"
+out=$(mktemp -d)
+# The release build (LTO, panic=abort) is not what the suite ran; start it once under qemu.
+qemu=(qemu-aarch64-static -cpu cortex-a72 -L /usr/aarch64-linux-gnu)
+"${qemu[@]}" "$bin" info --system
+"${qemu[@]}" "$bin" generate --count 200 --steps 5 --out "$out"
+ls -l "$out"
+rm -rf "$out"
+
+step "armv7: shipped binary"
+bin=$(cross/build.sh pi4-armv7)
+ls -l "$bin"
+
+step "done"
