@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod cpu;
+pub mod device;
 pub mod eval;
 pub mod manifest;
 pub mod model;
