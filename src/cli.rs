@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cpu::Precision;
+use crate::device::Device;
 use crate::manifest::ScheduleOverrides;
 use crate::sampler::{SamplerKind, SamplerOptions};
 
@@ -49,6 +50,9 @@ pub struct ModelArgs {
     /// Compute precision: auto (fp16 only where the CPU has native fp16 arithmetic), f32, f16.
     #[arg(long, default_value = "auto", value_name = "auto|f32|f16")]
     pub precision: String,
+    /// Compute device: auto (CUDA where this build and machine have it, else the CPU), cpu, cuda.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda")]
+    pub device: String,
     /// Override the schedule's prediction type: epsilon, v_prediction, sample.
     #[arg(long, value_name = "TYPE")]
     pub prediction_type: Option<String>,
@@ -166,6 +170,9 @@ pub struct BenchArgs {
     /// Threads per evaluation.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Also show the N slowest graph nodes per batch size (where the time goes on this machine).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub nodes: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -239,9 +246,10 @@ impl ModelArgs {
             return Err(usage("--train-timesteps must be at least 1"));
         }
         let precision: Precision = self.precision.parse().map_err(|e| usage(format!("--precision: {e}")))?;
+        let device: Device = self.device.parse().map_err(|e| usage(format!("--device: {e}")))?;
         Ok(ModelChoice {
             path: self.model.clone(),
-            load: crate::model::LoadOptions { allow_unverified: self.allow_unverified, overrides, precision: Some(precision) },
+            load: crate::model::LoadOptions { allow_unverified: self.allow_unverified, overrides, precision: Some(precision), device },
         })
     }
 }

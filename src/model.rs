@@ -12,11 +12,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tract_core::runtime::Runnable;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::InferenceModelExt;
 
 use crate::cpu::{ComputeDtype, Precision};
+use crate::device::{Device, DeviceError, ResolvedDevice};
 use crate::manifest::{self, ConfigSource, ManifestError, ModelConfig, ScheduleOverrides};
 use crate::sampler::{DenoiseError, Denoiser, EvalInfo};
 
@@ -40,6 +42,8 @@ pub enum ModelError {
     UnsupportedInputs { path: PathBuf, detail: String },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("cannot prepare the model for batch size {batch}: {detail}")]
     Plan { batch: usize, detail: String },
 }
@@ -154,6 +158,8 @@ pub struct LoadOptions {
     pub allow_unverified: bool,
     pub overrides: ScheduleOverrides,
     pub precision: Option<Precision>,
+    /// The device asked for; resolved (CUDA probed) when the model is loaded.
+    pub device: Device,
 }
 
 /// A parsed model with its configuration; `into_denoiser` makes it runnable.
@@ -165,6 +171,7 @@ pub struct Model {
     timestep_input: usize,
     timestep_shape: TimestepShape,
     compute: ComputeDtype,
+    device: ResolvedDevice,
 }
 
 impl std::fmt::Debug for Model {
@@ -263,6 +270,7 @@ impl Model {
                 .model,
         };
 
+        let device = crate::device::resolve(opts.device)?;
         let cpu = crate::cpu::detect();
         let model_is_f16 = inputs[sample_input].dtype == DatumType::F16 || precision == "fp16";
         let (compute, reason) =
@@ -285,7 +293,7 @@ impl Model {
             has_gate,
             file_bytes: bytes.len() as u64,
         };
-        Ok(Model { graph, info, config, sample_input, timestep_input, timestep_shape, compute })
+        Ok(Model { graph, info, config, sample_input, timestep_input, timestep_shape, compute, device })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -301,13 +309,18 @@ impl Model {
         self.compute
     }
 
+    /// The device the model's plans run on.
+    pub fn device(&self) -> ResolvedDevice {
+        self.device
+    }
+
     /// Builds a runnable denoiser (plans are built lazily, one per batch size).
     pub fn into_denoiser(self) -> Result<TractDenoiser, ModelError> {
         Ok(TractDenoiser { model: Arc::new(self), plans: HashMap::new(), threads: 1 })
     }
 
     /// Builds the optimized plan for a concrete batch size.
-    fn plan(&self, n: usize) -> Result<Arc<TypedRunnableModel>, ModelError> {
+    fn plan(&self, n: usize) -> Result<Arc<dyn Runnable>, ModelError> {
         let plan_err = |e: TractError| ModelError::Plan { batch: n, detail: format!("{e:#}") };
         let mut g = self.graph.clone();
         let x = &self.info.inputs[self.sample_input];
@@ -327,11 +340,16 @@ impl Model {
                 .ok_or_else(|| ModelError::Plan { batch: n, detail: "tract lacks the f16_to_f32 transform".into() })?;
             upcast.transform(&mut typed).map_err(plan_err)?;
         }
-        typed.into_optimized().map_err(plan_err)?.into_runnable().map_err(plan_err)
+        // The CPU runtime optimizes the graph for this batch size; tract-cuda also moves the ops
+        // it supports to the GPU (only registered in `cuda` builds).
+        let runtime = tract_core::runtime::runtime_for_name(self.device.tract_runtime_name())
+            .map_err(plan_err)?
+            .ok_or_else(|| ModelError::Plan { batch: n, detail: format!("tract has no `{}` runtime in this build", self.device) })?;
+        Ok(Arc::from(runtime.prepare(typed).map_err(plan_err)?))
     }
 
-    /// Runs one batch: `x` holds `n * sample_len` values, `t` the timestep for all samples.
-    fn run(&self, plan: &Arc<TypedRunnableModel>, n: usize, x: &[f32], t: f64, out: &mut [f32]) -> TractResult<EvalInfo> {
+    /// The model's inputs for a batch of `n`: `x` as the sample input, `t` as every timestep.
+    fn inputs(&self, n: usize, x: &[f32], t: f64) -> TractResult<TVec<TValue>> {
         let x_in = &self.info.inputs[self.sample_input];
         let x_tensor = Tensor::from_shape(&self.info.kind.sample_shape(n), x)?;
         let x_tensor = if x_in.dtype == DatumType::F32 { x_tensor } else { x_tensor.cast_to_dt(x_in.dtype)?.into_owned() };
@@ -355,7 +373,12 @@ impl Model {
                 inputs.push(t_tensor.clone().into());
             }
         }
-        let outputs = plan.run(inputs)?;
+        Ok(inputs)
+    }
+
+    /// Runs one batch: `x` holds `n * sample_len` values, `t` the timestep for all samples.
+    fn run(&self, plan: &Arc<dyn Runnable>, n: usize, x: &[f32], t: f64, out: &mut [f32]) -> TractResult<EvalInfo> {
+        let outputs = run_plan(plan, self.inputs(n, x, t)?, None)?;
         let eps = outputs[0].cast_to::<f32>()?;
         let eps = eps.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
         if eps.len() != out.len() {
@@ -383,12 +406,85 @@ impl Model {
     }
 }
 
+/// Runs a plan once.
+///
+/// On x86_64 with AVX this clears the upper halves of the vector registers (VZEROUPPER) before
+/// every node and after the last: tract 0.23.9's AVX-512 / FMA matrix kernels return with them
+/// dirty, and then every legacy-SSE instruction that follows (libm's `sinf`/`cosf` in tract's
+/// Sin and Cos, its scalar element-wise loops, our sampler code) pays a state-transition penalty.
+/// Measured on this project's Xeon: a 10,000 x 64 Sin took 2.5 ms alone and 80 ms after a matrix
+/// product; one dino-dualscale evaluation at batch 10,000 went from 1,300 ms to 270 ms. ARM has
+/// no such penalty, and plans of other runtimes (CUDA) run as they are.
+///
+/// With `times`, each node's wall time is added to `times[node id]` (CPU plans only).
+fn run_plan(plan: &Arc<dyn Runnable>, inputs: TVec<TValue>, times: Option<&mut Vec<f64>>) -> TractResult<TVec<TValue>> {
+    let clear_upper = cfg!(target_arch = "x86_64") && avx_present();
+    let Some(simple) = plan.typed_plan().filter(|_| clear_upper || times.is_some()) else {
+        return plan.run(inputs);
+    };
+    let mut times = times;
+    let outputs = simple.spawn()?.run_plan_with_eval(inputs, |session, state, node, inputs| {
+        if clear_upper {
+            clear_upper_vector_halves();
+        }
+        let started = std::time::Instant::now();
+        let out = tract_core::plan::eval(session, state, node, inputs);
+        if let Some(times) = times.as_deref_mut() {
+            if times.len() <= node.id {
+                times.resize(node.id + 1, 0.0);
+            }
+            times[node.id] += started.elapsed().as_secs_f64();
+        }
+        out
+    });
+    if clear_upper {
+        clear_upper_vector_halves();
+    }
+    outputs
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx_present() -> bool {
+    std::arch::is_x86_feature_detected!("avx")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx_present() -> bool {
+    false
+}
+
+/// VZEROUPPER; a no-op where AVX is absent (callers check `avx_present` first anyway).
+#[cfg(target_arch = "x86_64")]
+fn clear_upper_vector_halves() {
+    if avx_present() {
+        // SAFETY: AVX is present, which is all VZEROUPPER needs.
+        unsafe { vzeroupper() }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn clear_upper_vector_halves() {}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn vzeroupper() {
+    std::arch::x86_64::_mm256_zeroupper()
+}
+
+/// One graph node's mean wall time per evaluation.
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    pub name: String,
+    pub op: String,
+    pub ms: f64,
+}
+
 /// A [`Model`] ready to run: one plan per concrete batch size, built on first use and reused.
 /// With `threads > 1` a batch is split into that many chunks run on scoped threads, each with
 /// its own plan (tract runs one op on one thread).
 pub struct TractDenoiser {
     model: Arc<Model>,
-    plans: HashMap<usize, Arc<TypedRunnableModel>>,
+    plans: HashMap<usize, Arc<dyn Runnable>>,
     threads: usize,
 }
 
@@ -397,11 +493,12 @@ impl TractDenoiser {
         &self.model
     }
 
+    /// Threads for the CPU (a GPU runs a batch whole, so there it stays 1).
     pub fn set_threads(&mut self, threads: usize) {
-        self.threads = threads.max(1);
+        self.threads = if self.model.device == ResolvedDevice::Cuda { 1 } else { threads.max(1) };
     }
 
-    fn plan_for(&mut self, n: usize) -> Result<Arc<TypedRunnableModel>, ModelError> {
+    fn plan_for(&mut self, n: usize) -> Result<Arc<dyn Runnable>, ModelError> {
         if let Some(p) = self.plans.get(&n) {
             return Ok(p.clone());
         }
@@ -410,6 +507,34 @@ impl TractDenoiser {
         log::debug!("built the plan for batch {n} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         self.plans.insert(n, plan.clone());
         Ok(plan)
+    }
+
+    /// Wall time per graph node of `runs` evaluations of a batch of `n` (one thread), slowest
+    /// first: where a model spends its time on this machine (`dualscale bench --nodes`).
+    pub fn profile_nodes(&mut self, x: &[f32], t: f64, runs: usize) -> Result<Vec<NodeTime>, ModelError> {
+        let n = x.len() / self.sample_len().max(1);
+        let plan = self.plan_for(n)?;
+        let err = |e: TractError| ModelError::Plan { batch: n, detail: format!("{e:#}") };
+        let Some(simple) = plan.typed_plan() else {
+            return Err(ModelError::Plan { batch: n, detail: format!("per-node timing needs the CPU runtime, not {}", self.model.device) });
+        };
+        let mut times = Vec::new();
+        for _ in 0..runs.max(1) {
+            run_plan(&plan, self.model.inputs(n, x, t).map_err(err)?, Some(&mut times)).map_err(err)?;
+        }
+        let graph = simple.model();
+        let mut nodes: Vec<NodeTime> = times
+            .iter()
+            .enumerate()
+            .filter(|(_, &s)| s > 0.0)
+            .map(|(id, &s)| NodeTime {
+                name: graph.node(id).name.clone(),
+                op: graph.node(id).op.name().to_string(),
+                ms: s * 1e3 / runs.max(1) as f64,
+            })
+            .collect();
+        nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(nodes)
     }
 
     /// Builds the plans a batch of `n` will use, so that timing a run excludes plan building.

@@ -397,3 +397,53 @@ fn interrupted_run_exits_130_and_writes_nothing() {
     assert_fails(&o, 130, "interrupted");
     assert!(files_in(out.path()).is_empty(), "{:?}", files_in(out.path()));
 }
+
+/// `--device`: `cuda` where this build or machine cannot use it is a clear failure, `auto` runs
+/// on the CPU and says so. (On this project's CI there is no GPU; `cross/ci.sh` runs this test in
+/// a build with the `cuda` feature too.)
+#[test]
+fn device_cuda_without_cuda_fails_clearly_and_auto_falls_back_to_the_cpu() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    assert_fails(&dualscale(&["generate", "--device", "gpu", "--out", o]), 2, "--device: unknown device `gpu`");
+    let cuda = dualscale(&["generate", "--device", "cuda", "--count", "50", "--steps", "2", "--out", o]);
+    if cuda.status.code() == Some(0) {
+        eprintln!("this machine runs CUDA; the no-CUDA half of this test does not apply");
+        return;
+    }
+    let needle = if cfg!(feature = "cuda") { "use --device cpu" } else { "this build has no CUDA support" };
+    assert_fails(&cuda, 1, needle);
+    assert!(files_in(out.path()).is_empty(), "{:?}", files_in(out.path()));
+
+    let auto = Command::new(BIN)
+        .args(["generate", "--device", "auto", "--count", "50", "--steps", "2", "--out", o])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(auto.status.code(), Some(0), "{}", stderr(&auto));
+    assert_eq!(files_in(out.path()).len(), 4, "{:?}", files_in(out.path()));
+    if cfg!(feature = "cuda") {
+        assert!(stderr(&auto).contains("device: falling back to the CPU"), "{}", stderr(&auto));
+    }
+    let info = dualscale(&["info", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["device"], "cpu");
+}
+
+#[test]
+fn bench_times_batches_and_names_the_slowest_nodes() {
+    let o = dualscale(&["bench", "--batch", "1,64", "--iters", "2", "--nodes", "3", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 64]);
+    for row in &rows {
+        assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row}");
+        let nodes = row["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3, "{row}");
+        let ms: Vec<f64> = nodes.iter().map(|n| n["ms"].as_f64().unwrap()).collect();
+        assert!(ms.windows(2).all(|w| w[0] >= w[1]) && ms[2] > 0.0, "slowest first: {ms:?}");
+        assert!(nodes.iter().all(|n| !n["name"].as_str().unwrap().is_empty()), "{row}");
+    }
+    assert_fails(&dualscale(&["bench", "--batch", "0"]), 2, "at least 1");
+}

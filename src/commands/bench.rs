@@ -1,5 +1,6 @@
 //! `dualscale bench`: times model evaluations per batch size on this machine (plan building
-//! excluded), the figure `--time-budget` relies on. Reads the model; writes nothing.
+//! excluded), the figure `--time-budget` relies on; with `--nodes`, which graph nodes take the
+//! time. Reads the model; writes nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -41,11 +42,14 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> anyhow::Result<()> {
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
+        let nodes = if args.nodes > 0 { denoiser.profile_nodes(&x, t, args.iters)? } else { Vec::new() };
+        let slowest = &nodes[..args.nodes.min(nodes.len())];
         if args.json {
             println!(
                 "{}",
                 json!({"model": name, "batch": batch, "threads": args.threads, "plan_ms": plan_ms, "median_ms": median * 1e3,
-                       "min_ms": times[0] * 1e3, "max_ms": times[times.len() - 1] * 1e3, "iters": args.iters})
+                       "min_ms": times[0] * 1e3, "max_ms": times[times.len() - 1] * 1e3, "iters": args.iters,
+                       "nodes": slowest.iter().map(|n| json!({"name": n.name, "op": n.op, "ms": n.ms})).collect::<Vec<_>>()})
             );
         } else {
             println!(
@@ -54,6 +58,10 @@ pub fn run(args: &BenchArgs, interrupted: &AtomicBool) -> anyhow::Result<()> {
                 median * 1e6 / batch as f64,
                 1.0 / median
             );
+            let total: f64 = nodes.iter().map(|n| n.ms).sum();
+            for n in slowest {
+                println!("{:>10.3} ms {:>5.1}%  {} ({})", n.ms, 100.0 * n.ms / total.max(f64::MIN_POSITIVE), n.name, n.op);
+            }
         }
     }
     Ok(())

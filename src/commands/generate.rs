@@ -87,7 +87,8 @@ pub fn run(cfg: GenerateConfig, interrupted: &AtomicBool) -> anyhow::Result<()> 
     progress.event(
         "start",
         json!({"model": info.name, "sha256": info.sha256, "sampler": opts.kind.to_string(), "steps": opts.steps,
-               "count": count, "batch": batch, "seed": cfg.seed, "init": start, "abar_start": abar_first}),
+               "count": count, "batch": batch, "seed": cfg.seed, "init": start, "abar_start": abar_first,
+               "device": denoiser.model().device().to_string()}),
     );
 
     let rng = NoiseRng::new(cfg.seed);
@@ -135,6 +136,7 @@ pub fn run(cfg: GenerateConfig, interrupted: &AtomicBool) -> anyhow::Result<()> 
         "sampler": opts.kind.to_string(), "steps": stats.steps, "nfe": stats.nfe, "nfe_total": nfe_total,
         "rejected_steps": stats.rejected, "eta": opts.eta, "rtol": opts.rtol, "atol": opts.atol,
         "seed": cfg.seed, "count": count, "batch": batch, "threads": cfg.threads,
+        "device": denoiser.model().device().to_string(), "compute": format!("{:?}", denoiser.model().compute_dtype()),
         "init": start, "init_noise": cfg.init_noise.as_ref().map(|p| p.display().to_string()),
         "abar_start": abar_first, "timesteps": stats.timesteps,
         "schedule": schedule_json(&schedule),
@@ -259,6 +261,11 @@ fn choose_steps(
             opts.steps = (evals / per_step).clamp(1, t_max);
             if opts.kind == SamplerKind::Heun && evals < 2 {
                 opts.steps = 1;
+            }
+            // Spacings cap the step count below T for some samplers (`leading` multistep solvers
+            // lay out N+1 points): take the largest count the schedule accepts.
+            while opts.steps > 1 && sampler::check_options(schedule, &opts).is_err() {
+                opts.steps -= 1;
             }
             log::info!(
                 "time budget {:.3} s: one evaluation of {batch} samples takes {:.2} ms; chose {} with {} steps",

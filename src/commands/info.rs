@@ -9,14 +9,20 @@ use crate::model::LoadOptions;
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     if args.system {
         let cpu = crate::cpu::detect();
+        // What `--device auto` would pick here, and why not CUDA when it is not.
+        let cuda = match crate::device::resolve(crate::device::Device::Cuda) {
+            Ok(_) => "usable".to_string(),
+            Err(e) => format!("not usable: {e}"),
+        };
         if args.json {
             println!(
                 "{}",
                 json!({"arch": cpu.arch, "model_name": cpu.model_name, "features": cpu.features,
-                       "native_f16": cpu.native_f16, "dot_product": cpu.dot_product})
+                       "native_f16": cpu.native_f16, "dot_product": cpu.dot_product, "cuda": cuda})
             );
         } else {
             println!("{cpu}");
+            println!("cuda: {cuda}");
         }
         return Ok(());
     }
@@ -39,6 +45,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
                 "name": info.name, "path": info.path.as_ref().map(|p| p.display().to_string()),
                 "kind": info.kind.name(), "inputs": io(&info.inputs), "outputs": io(&info.outputs),
                 "parameters": info.parameters, "precision": info.precision, "compute": format!("{:?}", model.compute_dtype()),
+                "device": model.device().to_string(),
                 "sha256": info.sha256, "verified": info.verification == crate::model::Verification::Verified,
                 "verification": info.verification.to_string(), "external_data": info.external_data, "gate": info.has_gate,
                 "file_bytes": info.file_bytes, "config_source": config.source.to_string(),
@@ -66,6 +73,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     }
     println!("parameters  {}", info.parameters);
     println!("precision   {} (computed in {:?})", info.precision, model.compute_dtype());
+    println!("device      {}", model.device());
     println!("gate        {}", if info.has_gate { "yes (global, local weights per step)" } else { "no" });
     println!("sha256      {}", info.sha256);
     println!("verified    {}", info.verification);

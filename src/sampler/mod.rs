@@ -357,6 +357,12 @@ fn config_error(e: schedule::ScheduleError) -> SampleError {
     SampleError::Config(e.to_string())
 }
 
+/// Checks that `opts` (sampler, steps, spacing, tolerances) can run on this schedule, without
+/// running it: the error `sample` would return before its first model evaluation.
+pub fn check_options(cfg: &ScheduleConfig, opts: &SamplerOptions) -> Result<(), SampleError> {
+    Plan::new(cfg, opts).map(|_| ())
+}
+
 /// The timesteps a sampler visits, checked against the schedule and the options.
 enum Plan {
     Ddpm(Vec<usize>),
