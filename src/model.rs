@@ -258,7 +258,16 @@ impl Model {
 
         let dir = path.and_then(Path::parent).map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
         let dir_str = dir.and_then(Path::to_str);
-        let graph = match onnx.parse(&proto, dir_str) {
+        // Value infos with a symbolic batch (onnx shape inference and onnxruntime's quantizer
+        // write `N`) refuse the concrete batch each plan sets: parse without them (tract infers
+        // every shape anyway).
+        let symbolic_value_info = graph_proto.value_info.iter().any(|v| {
+            matches!(&v.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                Some(pb::type_proto::Value::TensorType(t)) if t.shape.as_ref().is_some_and(|s| s.dim.iter().any(|d|
+                    matches!(d.value, Some(pb::tensor_shape_proto::dimension::Value::DimParam(_))))))
+        });
+        let parsed = if symbolic_value_info { onnx.clone().with_ignore_value_info(true).parse(&proto, dir_str) } else { onnx.parse(&proto, dir_str) };
+        let graph = match parsed {
             Ok(r) => r.model,
             // Models with symbolic value_info (onnxruntime's quantizer writes them) refuse
             // concrete input facts later; parsing without value infos is the documented remedy.

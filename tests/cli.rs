@@ -447,3 +447,42 @@ fn bench_times_batches_and_names_the_slowest_nodes() {
     }
     assert_fails(&dualscale(&["bench", "--batch", "0"]), 2, "at least 1");
 }
+
+/// The fp16 dino model: `--precision auto` computes it in f16 exactly where the CPU has native
+/// f16 arithmetic, says so in the log, and generates what the fp32 model generates to fp16
+/// rounding either way. Under qemu, cross/test.sh names the emulated core in
+/// DUALSCALE_EXPECT_CPU: f16 on cortex-a76 (Pi 5), f32 on cortex-a72 (Pi 4) and the others.
+#[test]
+fn fp16_model_computes_in_f16_only_with_native_f16_and_matches_fp32() {
+    let system: serde_json::Value = serde_json::from_slice(&dualscale(&["info", "--system", "--json"]).stdout).unwrap();
+    let native_f16 = system["native_f16"].as_bool().unwrap();
+    match std::env::var("DUALSCALE_EXPECT_CPU").as_deref() {
+        Ok("cortex-a76") => assert!(native_f16, "{system}"),
+        Ok(_) => assert!(!native_f16, "{system}"),
+        Err(_) => {}
+    }
+    let fp16 = repo().join("models/dino-dualscale-fp16.onnx");
+    let info = dualscale(&["info", fp16.to_str().unwrap(), "--json"]);
+    assert_eq!(info.status.code(), Some(0), "{}", stderr(&info));
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["precision"], "fp16");
+    assert_eq!(info["compute"], if native_f16 { "F16" } else { "F32" }, "native f16: {native_f16}");
+
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let half = Command::new(BIN)
+        .args(["generate", "--model", fp16.to_str().unwrap(), "--count", "200", "--steps", "5", "--name", "half", "--out", o])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(half.status.code(), Some(0), "{}", stderr(&half));
+    let said = if native_f16 { "fp16 model: computing in F16" } else { "fp16 model: computing in F32" };
+    assert!(stderr(&half).contains(said), "{}", stderr(&half));
+    let full = dualscale(&["generate", "--count", "200", "--steps", "5", "--name", "full", "--out", o]);
+    assert_eq!(full.status.code(), Some(0), "{}", stderr(&full));
+    let (shape, a) = read_npy(&out.path().join("half.npy"));
+    let (_, b) = read_npy(&out.path().join("full.npy"));
+    assert_eq!(shape, vec![200, 2]);
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 0.05, "fp16 and fp32 models differ by {worst}");
+}

@@ -83,12 +83,12 @@ pub struct Step {
 /// Why sampling stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
-    #[error("the model failed at step {step} (t = {t}): {source}")]
+    // The cause is part of the message, not a `source`: `{:#}` would print it twice.
+    #[error("the model failed at step {step} (t = {t}): {cause}")]
     Model {
         step: usize,
         t: f64,
-        #[source]
-        source: DenoiseError,
+        cause: DenoiseError,
     },
     #[error("the model produced NaN or Inf at step {step} (t = {t}); the model or its precision is broken for this input - try fp32 or another model")]
     NonFinite { step: usize, t: f64 },

@@ -75,7 +75,7 @@ impl<'a> Run<'a> {
         let info = self
             .model
             .eval(x, t, &mut self.out)
-            .map_err(|source| SampleError::Model { step, t, source })?;
+            .map_err(|cause| SampleError::Model { step, t, cause })?;
         self.stats.nfe += 1;
         if self.out.iter().any(|v| !v.is_finite()) {
             return Err(SampleError::NonFinite { step, t });
