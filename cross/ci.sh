@@ -23,13 +23,16 @@ step "setup"
 bash cross/setup.sh
 
 step "x86_64 --features cuda: build, device tests"
-cargo build --locked --features cuda --bin dualscale
-cargo test --locked --features cuda --lib device::
+# The library's device tests and the CLI's --device test, in a build with tract's CUDA runtime
+# on this GPU-less machine: `cuda` must be a clear error, `auto` must fall back to the CPU.
+cargo test --locked --features cuda --lib --test cli -- device
 
 step "aarch64: whole suite on cortex-a72"
 cross/test.sh aarch64 cortex-a72
-step "aarch64: CPU detection on cortex-a53 and cortex-a76"
-cross/test.sh aarch64 cortex-a53 cortex-a76 -- --lib cpu::
+step "aarch64: CPU detection and the fp16 model on cortex-a53 and cortex-a76"
+# The tests whose outcome depends on the core: what is detected, and whether --precision auto
+# computes the fp16 model in f16 (a76) or upcasts it (a53).
+cross/test.sh aarch64 cortex-a53 cortex-a76 -- --lib --test cli -- cpu:: fp16
 
 step "armv7: whole suite on cortex-a7"
 cross/test.sh armv7 cortex-a7

@@ -5,8 +5,9 @@
 # Installs:
 # - Debian's cross gcc for aarch64 and armhf: the linkers of .cargo/config.toml, and (through
 #   their dependencies) each target's glibc, ld.so and libgcc_s, which qemu-user loads with -L.
-# - qemu-user-static: runs the aarch64 and armv7 test binaries on this x86 machine, registered
-#   with binfmt_misc so that ARM binaries started by tests run too.
+# - qemu-user-static: runs the aarch64 and armv7 test binaries on this x86 machine (cargo's runner
+#   in .cargo/config.toml; tests that start the binary name qemu themselves, so no binfmt_misc
+#   registration is needed, which containers often cannot do).
 # - file (cross/check-glibc.sh tells static from dynamic with it); objdump comes with binutils.
 # - the rustup targets aarch64-unknown-linux-gnu and armv7-unknown-linux-gnueabihf.
 # - cargo-zigbuild and zig (ziglang), from PyPI: the shipped binaries link against glibc 2.31
@@ -34,21 +35,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-
-# Integration tests start the `dualscale` binary themselves (std::process::Command), outside
-# cargo's runner: the kernel must know to hand ARM ELF files to qemu. Debian's qemu-user-static
-# ships the binfmt_misc rules (F: qemu is opened now, so it works in any mount namespace), but
-# only systemd-binfmt applies them, and containers and CI VMs often run no systemd.
-binfmt=/proc/sys/fs/binfmt_misc
-if [ ! -e "$binfmt/register" ]; then
-    $SUDO mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null \
-        || echo "setup: cannot mount $binfmt: tests that start the binary will fail" >&2
-fi
-for arch in aarch64 arm; do
-    if [ -e "$binfmt/register" ] && [ ! -e "$binfmt/qemu-$arch" ]; then
-        $SUDO sh -c "cat /usr/lib/binfmt.d/qemu-$arch.conf > $binfmt/register"
-    fi
-done
 
 for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"

@@ -21,9 +21,8 @@
 #   kernels, so without them tract would run its generic aarch64 kernels (no FP16 path, no
 #   Cortex-A53/A72 tuned ones) and, on armv7, its non-NEON kernels. The knobs make tract choose
 #   what it chooses on the real board.
-# Integration tests that start the `dualscale` binary need the kernel to run ARM binaries through
-# qemu: cross/setup.sh registers qemu with binfmt_misc, and QEMU_LD_PREFIX tells that qemu where
-# the target's loader and libraries are.
+# Integration tests start the ARM `dualscale` binary through qemu themselves
+# (DUALSCALE_TEST_RUNNER); QEMU_LD_PREFIX tells qemu where the target's loader and libraries are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,9 +53,9 @@ tract_knobs() {
 }
 
 qemu_arch=${target%%-*}; qemu_arch=${qemu_arch/armv7/arm}
-[ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu_arch" ] \
-    || echo "cross/test.sh: qemu-$qemu_arch is not registered with binfmt_misc (cross/setup.sh):" \
-        "tests that start the dualscale binary will fail with 'Exec format error'" >&2
+# Integration tests start the dualscale binary through the emulator named here (tests/cli.rs),
+# so they need no binfmt_misc registration on the build machine.
+export DUALSCALE_TEST_RUNNER="qemu-$qemu_arch-static -L $sysroot"
 export QEMU_LD_PREFIX=$sysroot
 status=0
 for cpu in "${cpus[@]}"; do
