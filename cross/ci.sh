@@ -9,10 +9,11 @@
 #    so an f16 model is computed in f16);
 # 4. armv7 under qemu-user: the whole suite on a Cortex-A7 (NEON, VFPv4: 32-bit Raspberry Pi OS);
 # 5. the shipped release binaries for both (cross/build.sh: LTO, glibc <= 2.31 checked), their
-#    sizes, and a run of the aarch64 one under qemu.
-# Budget: CI has 90 minutes on a 2-core machine for everything. Measured on such a machine (see
-# cross/README.md): each target's tract build is the cost; the whole suite runs on one CPU model
-# per target, and the other models run only the tests whose result depends on the CPU.
+#    sizes, and a run of the aarch64 one under qemu;
+# 6. the arm64 and armhf .deb packages (cross/package.sh), their control fields and contents.
+# Budget: CI has 90 minutes on a 2-core machine for everything; .ci/run with this script took
+# 33 min plus the packages (cross/README.md). The whole suite runs on one CPU model per target;
+# the other models run only the tests whose result depends on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,5 +52,9 @@ rm -rf "$out"
 step "armv7: shipped binary"
 bin=$(cross/build.sh pi4-armv7)
 ls -l "$bin"
+
+step "packages: arm64 and armhf .deb"
+# Reuses the two release builds above; installs cargo-deb (pinned) the first time.
+cross/package.sh
 
 step "done"

@@ -20,7 +20,7 @@ arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(arm64 armhf)
 
 if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
-    # Without default features cargo-deb needs no liblzma headers (it compresses with its own xz).
+    # From crates.io, built here (about 100 crates; no system libraries needed on Debian 12).
     cargo install --locked --version "$CARGO_DEB_VERSION" cargo-deb
 fi
 
