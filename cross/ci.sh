@@ -12,7 +12,7 @@
 #    sizes, and a run of the aarch64 one under qemu;
 # 6. the arm64 and armhf .deb packages (cross/package.sh), their control fields and contents.
 # Budget: CI has 90 minutes on a 2-core machine for everything; .ci/run with this script took
-# 33 min plus the packages (cross/README.md). The whole suite runs on one CPU model per target;
+# 32.6 min in all (cross/README.md). The whole suite runs on one CPU model per target;
 # the other models run only the tests whose result depends on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
