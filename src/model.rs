@@ -261,23 +261,14 @@ impl Model {
         // Value infos with a symbolic batch (onnx shape inference and onnxruntime's quantizer
         // write `N`) refuse the concrete batch each plan sets: parse without them (tract infers
         // every shape anyway).
-        let symbolic_value_info = graph_proto.value_info.iter().any(|v| {
-            matches!(&v.r#type.as_ref().and_then(|t| t.value.as_ref()),
-                Some(pb::type_proto::Value::TensorType(t)) if t.shape.as_ref().is_some_and(|s| s.dim.iter().any(|d|
-                    matches!(d.value, Some(pb::tensor_shape_proto::dimension::Value::DimParam(_))))))
-        });
-        let parsed = if symbolic_value_info { onnx.clone().with_ignore_value_info(true).parse(&proto, dir_str) } else { onnx.parse(&proto, dir_str) };
-        let graph = match parsed {
-            Ok(r) => r.model,
-            // Models with symbolic value_info (onnxruntime's quantizer writes them) refuse
-            // concrete input facts later; parsing without value infos is the documented remedy.
-            Err(_) => onnx
-                .clone()
-                .with_ignore_value_info(true)
-                .parse(&proto, dir_str)
-                .map_err(|e| ModelError::Parse { path: shown.clone(), detail: format!("{e:#}") })?
-                .model,
-        };
+        let symbolic_value_info =
+            graph_proto.value_info.iter().any(|v| io_info(v).dim_names.iter().any(|name| !name.is_empty()));
+        let parse = |ignore_value_info: bool| onnx.clone().with_ignore_value_info(ignore_value_info).parse(&proto, dir_str);
+        // Without symbolic ones, value infos tract cannot reconcile with the graph get the same remedy.
+        let graph = parse(symbolic_value_info)
+            .or_else(|e| if symbolic_value_info { Err(e) } else { parse(true) })
+            .map_err(|e| ModelError::Parse { path: shown.clone(), detail: format!("{e:#}") })?
+            .model;
 
         let device = crate::device::resolve(opts.device)?;
         let cpu = crate::cpu::detect();
@@ -427,7 +418,7 @@ impl Model {
 ///
 /// With `times`, each node's wall time is added to `times[node id]` (CPU plans only).
 fn run_plan(plan: &Arc<dyn Runnable>, inputs: TVec<TValue>, times: Option<&mut Vec<f64>>) -> TractResult<TVec<TValue>> {
-    let clear_upper = cfg!(target_arch = "x86_64") && avx_present();
+    let clear_upper = avx_present();
     let Some(simple) = plan.typed_plan().filter(|_| clear_upper || times.is_some()) else {
         return plan.run(inputs);
     };

@@ -9,7 +9,7 @@ use crate::model::LoadOptions;
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     if args.system {
         let cpu = crate::cpu::detect();
-        // What `--device auto` would pick here, and why not CUDA when it is not.
+        // Whether `--device cuda` (and so `auto`) can use CUDA here, and why not when it cannot.
         let cuda = match crate::device::resolve(crate::device::Device::Cuda) {
             Ok(_) => "usable".to_string(),
             Err(e) => format!("not usable: {e}"),
