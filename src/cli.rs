@@ -1,15 +1,22 @@
 //! The command line: clap's raw flags, turned once into validated configs for the commands.
 //! clap types never travel past this file; the commands see [`GenerateConfig`] and friends.
+//! Each flag is checked here and nowhere else; what can only be checked against a model (steps
+//! beyond its schedule, sizes) is checked by the pipeline's plan.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cpu::Precision;
 use crate::device::Device;
 use crate::manifest::ScheduleOverrides;
-use crate::sampler::{SamplerKind, SamplerOptions};
+use crate::model::{LoadOptions, ModelSource};
+use crate::pipeline::{InitChoice, Request, StepChoice, MAX_TIME_BUDGET};
+use crate::sampler::SamplerKind;
+use crate::schedule::{BetaSchedule, PredictionType, TimestepSpacing, MAX_TRAIN_TIMESTEPS};
 
 /// A usage error: bad flag values found after clap parsed them. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +26,31 @@ pub struct UsageError(pub String);
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
+
+/// The library's enums as clap values: the names are the library's own (`name()`), written
+/// once, and `--help` lists them.
+macro_rules! value_enum {
+    ($($ty:ty => $all:expr),+ $(,)?) => {$(
+        impl ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                &$all
+            }
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(PossibleValue::new(self.name()))
+            }
+        }
+    )+};
+}
+
+value_enum!(
+    SamplerKind => SamplerKind::ALL,
+    TimestepSpacing => TimestepSpacing::ALL,
+    BetaSchedule => BetaSchedule::ALL,
+    PredictionType => PredictionType::ALL,
+    Precision => Precision::ALL,
+    Device => Device::ALL,
+    InitChoice => InitChoice::ALL,
+);
 
 #[derive(Debug, Parser)]
 #[command(name = "dualscale", version, about = "Run adaptive dual-scale diffusion denoisers (ONNX) and write what they generate to disk")]
@@ -48,17 +80,17 @@ pub struct ModelArgs {
     #[arg(long)]
     pub allow_unverified: bool,
     /// Compute precision: auto (fp16 only where the CPU has native fp16 arithmetic), f32, f16.
-    #[arg(long, default_value = "auto", value_name = "auto|f32|f16")]
-    pub precision: String,
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
     /// Compute device: auto (CUDA where this build and machine have it, else the CPU), cpu, cuda.
-    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda")]
-    pub device: String,
-    /// Override the schedule's prediction type: epsilon, v_prediction, sample.
-    #[arg(long, value_name = "TYPE")]
-    pub prediction_type: Option<String>,
-    /// Override the beta schedule: linear, scaled_linear, squaredcos_cap_v2.
-    #[arg(long, value_name = "NAME")]
-    pub beta_schedule: Option<String>,
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// Override the schedule's prediction type.
+    #[arg(long, value_enum)]
+    pub prediction_type: Option<PredictionType>,
+    /// Override the beta schedule.
+    #[arg(long, value_enum)]
+    pub beta_schedule: Option<BetaSchedule>,
     /// Override beta_start.
     #[arg(long, value_name = "F")]
     pub beta_start: Option<f64>,
@@ -68,27 +100,27 @@ pub struct ModelArgs {
     /// Override the number of training timesteps.
     #[arg(long, value_name = "T")]
     pub train_timesteps: Option<usize>,
-    /// Override the timestep spacing: leading, linspace, trailing.
-    #[arg(long, value_name = "NAME")]
-    pub spacing: Option<String>,
+    /// Override the timestep spacing.
+    #[arg(long, value_enum)]
+    pub spacing: Option<TimestepSpacing>,
 }
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Sampler: ddpm, ddim, euler, heun, dpmpp-2m, dpmpp-3m, unipc, adaptive [default: unipc].
-    #[arg(long, short = 's')]
-    pub sampler: Option<String>,
+    /// Sampler [default: unipc].
+    #[arg(long, short = 's', value_enum)]
+    pub sampler: Option<SamplerKind>,
     /// Sampling steps (default 20; the training timesteps for ddpm).
     #[arg(long, value_name = "N", conflicts_with = "time_budget")]
     pub steps: Option<usize>,
-    /// Time budget for sampling (e.g. 2s, 500ms, 1m): measures one model evaluation on this machine and picks the steps (and sampler order) that fit.
+    /// Time budget for the whole run (e.g. 2s, 500ms, 1m): loading counts; one model evaluation is timed on this machine and the steps (and sampler order) that fit are picked.
     #[arg(long, value_name = "DURATION")]
     pub time_budget: Option<String>,
-    /// DDIM eta (0 = deterministic).
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
+    /// DDIM eta (0 = deterministic) [default: 0].
+    #[arg(long)]
+    pub eta: Option<f64>,
     /// Adaptive sampler: relative tolerance.
     #[arg(long, default_value_t = 0.05)]
     pub rtol: f64,
@@ -101,16 +133,16 @@ pub struct GenerateArgs {
     /// Points per cloud (point models, default 10000) or number of images (image models, default 1).
     #[arg(long, short = 'n')]
     pub count: Option<usize>,
-    /// Samples per model call (default: all points of a cloud; 1 image).
+    /// Samples per model call (default: 2000 points; 1 image). Results do not depend on it.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Output directory (must exist).
+    /// Output directory (created with its parents if missing).
     #[arg(long, short = 'o', default_value = "out")]
     pub out: PathBuf,
     /// File name template: {model}, {seed}, {index} (or {index:04}), {time}.
     #[arg(long, default_value = "{model}-s{seed}-{index}")]
     pub name: String,
-    /// Replace existing files.
+    /// Replace existing files (the whole set of a run is replaced, or none of it).
     #[arg(long)]
     pub overwrite: bool,
     /// Threads: a batch is split into this many chunks run in parallel.
@@ -120,8 +152,8 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE.npy")]
     pub init_noise: Option<PathBuf>,
     /// Starting distribution: auto (data moments when the schedule does not reach pure noise and the manifest has data_stats), unit (N(0,I), as diffusers), data.
-    #[arg(long, default_value = "auto", value_name = "auto|unit|data")]
-    pub init: String,
+    #[arg(long, value_enum, default_value_t = InitChoice::Auto)]
+    pub init: InitChoice,
     /// Print JSON event lines on stdout instead of paths.
     #[arg(long)]
     pub json: bool,
@@ -146,7 +178,7 @@ pub struct InfoArgs {
 pub struct EvalArgs {
     /// Generated points (.npy [M,2] or .csv with header x,y).
     pub samples: PathBuf,
-    /// Reference data: a .npy file, or a data set name (circle, dino, line, moons) looked up in models/data/.
+    /// Reference data: a .npy file, or a shipped data set name (circle, dino, line, moons).
     #[arg(long, short = 'r')]
     pub reference: String,
     /// Neighbours for the estimator.
@@ -181,169 +213,229 @@ pub struct BenchArgs {
 /// Where the model comes from and how to load it.
 #[derive(Debug, Clone)]
 pub struct ModelChoice {
-    pub path: Option<PathBuf>,
-    pub load: crate::model::LoadOptions,
-}
-
-/// How to pick the number of steps.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StepBudget {
-    Steps(usize),
-    Time { budget: Duration, sampler_given: bool },
-}
-
-/// How the starting state is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitDistribution {
-    Auto,
-    Unit,
-    DataMoments,
+    pub source: ModelSource,
+    pub load: LoadOptions,
 }
 
 /// `dualscale generate`, validated.
 #[derive(Debug, Clone)]
 pub struct GenerateConfig {
     pub model: ModelChoice,
-    pub sampler: SamplerOptions,
-    pub budget: StepBudget,
-    pub seed: u64,
-    pub count: Option<usize>,
-    pub batch: Option<usize>,
+    /// Everything but the initial noise, which is read from `init_noise` when the run starts.
+    pub request: Request,
+    pub init_noise: Option<PathBuf>,
     pub out: PathBuf,
     pub name: String,
     pub overwrite: bool,
-    pub threads: usize,
-    pub init_noise: Option<PathBuf>,
-    pub init: InitDistribution,
     pub json: bool,
 }
 
-impl ModelArgs {
-    pub fn to_choice(&self) -> anyhow::Result<ModelChoice> {
-        let parse = |what: &str, v: &Option<String>| -> anyhow::Result<()> {
-            if let Some(v) = v {
-                if v.is_empty() {
-                    return Err(usage(format!("--{what} needs a value")));
-                }
-            }
-            Ok(())
-        };
-        parse("prediction-type", &self.prediction_type)?;
-        let overrides = ScheduleOverrides {
-            num_train_timesteps: self.train_timesteps,
-            beta_start: self.beta_start,
-            beta_end: self.beta_end,
-            beta_schedule: self.beta_schedule.as_deref().map(str::parse).transpose().map_err(|e| usage(format!("--beta-schedule: {e}")))?,
-            prediction_type: self
-                .prediction_type
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| usage(format!("--prediction-type: {e}")))?,
-            timestep_spacing: self.spacing.as_deref().map(str::parse).transpose().map_err(|e| usage(format!("--spacing: {e}")))?,
-        };
-        if overrides.num_train_timesteps == Some(0) {
-            return Err(usage("--train-timesteps must be at least 1"));
-        }
-        let precision: Precision = self.precision.parse().map_err(|e| usage(format!("--precision: {e}")))?;
-        let device: Device = self.device.parse().map_err(|e| usage(format!("--device: {e}")))?;
-        Ok(ModelChoice {
-            path: self.model.clone(),
-            load: crate::model::LoadOptions { allow_unverified: self.allow_unverified, overrides, precision: Some(precision), device },
+/// `dualscale info`, validated.
+#[derive(Debug, Clone)]
+pub enum InfoConfig {
+    /// The CPU and CUDA.
+    System {
+        json: bool,
+    },
+    Model {
+        model: ModelChoice,
+        json: bool,
+    },
+}
+
+/// `dualscale eval`, validated.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub samples: PathBuf,
+    pub reference: String,
+    pub k: NonZeroUsize,
+    pub json: bool,
+}
+
+/// `dualscale bench`, validated.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub model: ModelChoice,
+    pub batches: Vec<NonZeroUsize>,
+    pub iters: NonZeroUsize,
+    pub threads: NonZeroUsize,
+    pub nodes: usize,
+    pub json: bool,
+}
+
+/// A validated command.
+#[derive(Debug, Clone)]
+pub enum Config {
+    Generate(GenerateConfig),
+    Info(InfoConfig),
+    Eval(EvalConfig),
+    Bench(BenchConfig),
+}
+
+impl Cli {
+    /// Validates every flag; `started` is when the process started (a time budget counts from it).
+    pub fn into_config(self, started: Instant) -> anyhow::Result<Config> {
+        Ok(match self.command {
+            Command::Generate(args) => Config::Generate(args.to_config(started)?),
+            Command::Info(args) => Config::Info(args.to_config()),
+            Command::Eval(args) => Config::Eval(args.to_config()?),
+            Command::Bench(args) => Config::Bench(args.to_config()?),
         })
     }
 }
 
-/// Parses `500ms`, `2s`, `1.5s`, `1m`, `2m30s` (a bare number is seconds).
+fn at_least_one(flag: &str, v: usize) -> anyhow::Result<NonZeroUsize> {
+    NonZeroUsize::new(v).ok_or_else(|| usage(format!("{flag} must be at least 1")))
+}
+
+impl ModelArgs {
+    pub fn to_choice(&self) -> anyhow::Result<ModelChoice> {
+        if let Some(t) = self.train_timesteps {
+            if !(1..=MAX_TRAIN_TIMESTEPS).contains(&t) {
+                return Err(usage(format!("--train-timesteps must be between 1 and {MAX_TRAIN_TIMESTEPS}, got {t}")));
+            }
+        }
+        for (flag, v) in [("--beta-start", self.beta_start), ("--beta-end", self.beta_end)] {
+            if let Some(b) = v {
+                if !(b.is_finite() && b > 0.0 && b < 1.0) {
+                    return Err(usage(format!("{flag} must be in (0, 1), got {b}")));
+                }
+            }
+        }
+        let overrides = ScheduleOverrides {
+            num_train_timesteps: self.train_timesteps,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+            beta_schedule: self.beta_schedule,
+            prediction_type: self.prediction_type,
+            timestep_spacing: self.spacing,
+        };
+        Ok(ModelChoice {
+            source: self.model.clone().map_or(ModelSource::Embedded, ModelSource::File),
+            load: LoadOptions { allow_unverified: self.allow_unverified, overrides, precision: Some(self.precision), device: self.device },
+        })
+    }
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m`, `2m30s`, `1h` (a bare number is seconds), up to a day.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("`{text}` is not a duration; write e.g. 500ms, 2s, 1.5s, 1m or 1m30s");
     let s = text.trim();
     if s.is_empty() {
         return Err(bad());
     }
-    if let Ok(secs) = s.parse::<f64>() {
-        return if secs.is_finite() && secs > 0.0 { Ok(Duration::from_secs_f64(secs)) } else { Err(bad()) };
-    }
-    let mut total = 0.0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * scale;
-        rest = &rest[unit_len..];
-    }
-    if total > 0.0 && total.is_finite() {
-        Ok(Duration::from_secs_f64(total))
+    let total = if let Ok(secs) = s.parse::<f64>() {
+        secs
     } else {
-        Err(bad())
+        let mut total = 0.0f64;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+            if num_len == 0 {
+                return Err(bad());
+            }
+            let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+            rest = &rest[num_len..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let scale = match &rest[..unit_len] {
+                "ms" => 1e-3,
+                "s" => 1.0,
+                "m" | "min" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(bad()),
+            };
+            total += value * scale;
+            rest = &rest[unit_len..];
+        }
+        total
+    };
+    if !(total.is_finite() && total > 0.0) {
+        return Err(bad());
     }
+    if total > MAX_TIME_BUDGET.as_secs_f64() {
+        return Err(format!("`{text}` is longer than a day; give at most 24h"));
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 impl GenerateArgs {
-    pub fn to_config(&self) -> anyhow::Result<GenerateConfig> {
-        let kind: SamplerKind = match &self.sampler {
-            Some(name) => name.parse().map_err(|e| usage(format!("--sampler: {e}")))?,
-            None => SamplerKind::UniPc,
+    pub fn to_config(&self, started: Instant) -> anyhow::Result<GenerateConfig> {
+        let steps = match (&self.time_budget, self.steps) {
+            (Some(t), _) => {
+                StepChoice::TimeBudget { budget: parse_duration(t).map_err(|e| usage(format!("--time-budget: {e}")))?, since: started }
+            }
+            (None, Some(n)) => StepChoice::Exactly(at_least_one("--steps", n)?),
+            (None, None) => StepChoice::Default,
         };
-        let budget = match (&self.time_budget, self.steps) {
-            (Some(t), _) => StepBudget::Time {
-                budget: parse_duration(t).map_err(|e| usage(format!("--time-budget: {e}")))?,
-                sampler_given: self.sampler.is_some(),
-            },
-            (None, Some(0)) => return Err(usage("--steps must be at least 1")),
-            (None, Some(n)) => StepBudget::Steps(n),
-            (None, None) => StepBudget::Steps(0), // resolved against the model: 20, or T for ddpm
-        };
-        let mut sampler = SamplerOptions::new(kind, 0);
-        if !(0.0..=1.0).contains(&self.eta) {
-            return Err(usage(format!("--eta must be in [0, 1], got {}", self.eta)));
+        if let Some(eta) = self.eta {
+            if !(eta.is_finite() && (0.0..=1.0).contains(&eta)) {
+                return Err(usage(format!("--eta must be in [0, 1], got {eta}")));
+            }
+            if eta != 0.0 && self.sampler != Some(SamplerKind::Ddim) {
+                log::warn!("--eta applies to --sampler ddim only; it is ignored");
+            }
         }
-        if self.rtol <= 0.0 || self.atol <= 0.0 {
-            return Err(usage("--rtol and --atol must be positive"));
+        for (flag, v) in [("--rtol", self.rtol), ("--atol", self.atol)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(usage(format!("{flag} must be a positive number, got {v}")));
+            }
         }
-        sampler.eta = self.eta;
-        sampler.rtol = self.rtol;
-        sampler.atol = self.atol;
-        if self.count == Some(0) {
-            return Err(usage("--count must be at least 1"));
-        }
-        if self.batch == Some(0) {
-            return Err(usage("--batch must be at least 1"));
-        }
-        if self.threads == 0 {
-            return Err(usage("--threads must be at least 1"));
-        }
-        let init = match self.init.as_str() {
-            "auto" => InitDistribution::Auto,
-            "unit" => InitDistribution::Unit,
-            "data" => InitDistribution::DataMoments,
-            other => return Err(usage(format!("--init: `{other}` is not one of auto, unit, data"))),
+        let request = Request {
+            sampler: self.sampler,
+            steps,
+            eta: self.eta,
+            rtol: self.rtol,
+            atol: self.atol,
+            spacing: None, // the --spacing override is part of the model's schedule
+            seed: self.seed,
+            count: self.count.map(|c| at_least_one("--count", c)).transpose()?,
+            batch: self.batch.map(|b| at_least_one("--batch", b)).transpose()?,
+            threads: at_least_one("--threads", self.threads)?,
+            init: self.init,
+            init_noise: None,
         };
         Ok(GenerateConfig {
             model: self.model.to_choice()?,
-            sampler,
-            budget,
-            seed: self.seed,
-            count: self.count,
-            batch: self.batch,
+            request,
+            init_noise: self.init_noise.clone(),
             out: self.out.clone(),
             name: self.name.clone(),
             overwrite: self.overwrite,
-            threads: self.threads,
-            init_noise: self.init_noise.clone(),
-            init,
+            json: self.json,
+        })
+    }
+}
+
+impl InfoArgs {
+    pub fn to_config(&self) -> InfoConfig {
+        if self.system {
+            return InfoConfig::System { json: self.json };
+        }
+        let source = self.model.clone().map_or(ModelSource::Embedded, ModelSource::File);
+        let load = LoadOptions { allow_unverified: self.allow_unverified, ..LoadOptions::default() };
+        InfoConfig::Model { model: ModelChoice { source, load }, json: self.json }
+    }
+}
+
+impl EvalArgs {
+    pub fn to_config(&self) -> anyhow::Result<EvalConfig> {
+        Ok(EvalConfig {
+            samples: self.samples.clone(),
+            reference: self.reference.clone(),
+            k: at_least_one("--k", self.k)?,
+            json: self.json,
+        })
+    }
+}
+
+impl BenchArgs {
+    pub fn to_config(&self) -> anyhow::Result<BenchConfig> {
+        Ok(BenchConfig {
+            model: self.model.to_choice()?,
+            batches: self.batch.iter().map(|&b| at_least_one("every --batch size", b)).collect::<anyhow::Result<_>>()?,
+            iters: at_least_one("--iters", self.iters)?,
+            threads: at_least_one("--threads", self.threads)?,
+            nodes: self.nodes,
             json: self.json,
         })
     }
@@ -352,6 +444,12 @@ impl GenerateArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn generate(args: &[&str]) -> anyhow::Result<GenerateConfig> {
+        let cli = Cli::try_parse_from([&["dualscale", "generate"], args].concat()).unwrap();
+        let Command::Generate(g) = cli.command else { panic!("expected generate") };
+        g.to_config(Instant::now())
+    }
 
     #[test]
     fn durations() {
@@ -363,16 +461,37 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        // Once a panic in Duration::from_secs_f64.
+        assert!(parse_duration("1e20").unwrap_err().contains("longer than a day"));
+        assert!(parse_duration("inf").is_err());
     }
 
     #[test]
     fn bad_generate_flags_are_usage_errors() {
-        let cli = Cli::try_parse_from(["dualscale", "generate", "--steps", "0"]).unwrap();
-        let Command::Generate(g) = cli.command else { panic!("expected generate") };
-        let err = g.to_config().unwrap_err();
-        assert!(err.downcast_ref::<UsageError>().is_some());
-        let cli = Cli::try_parse_from(["dualscale", "generate", "--sampler", "magic"]).unwrap();
-        let Command::Generate(g) = cli.command else { panic!("expected generate") };
-        assert!(g.to_config().unwrap_err().to_string().contains("--sampler"));
+        for (args, needle) in [
+            (&["--steps", "0"][..], "--steps"),
+            (&["--rtol", "NaN"], "--rtol"),
+            (&["--rtol", "0"], "--rtol"),
+            (&["--count", "0"], "--count"),
+            (&["--eta", "2"], "--eta"),
+            (&["--train-timesteps", "100000000000"], "--train-timesteps"),
+            (&["--beta-start", "1.5"], "--beta-start"),
+            (&["--time-budget", "1e20"], "--time-budget"),
+        ] {
+            let err = generate(args).unwrap_err();
+            assert!(err.downcast_ref::<UsageError>().is_some(), "{args:?}: {err}");
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+        // Unknown enum values are clap's errors, and list the valid ones.
+        let err = Cli::try_parse_from(["dualscale", "generate", "--sampler", "magic"]).unwrap_err();
+        assert!(err.to_string().contains("dpmpp-2m"), "{err}");
+    }
+
+    #[test]
+    fn help_lists_the_values_of_every_enum() {
+        let help = Cli::try_parse_from(["dualscale", "generate", "--help"]).unwrap_err().to_string();
+        for value in ["unipc", "adaptive", "trailing", "squaredcos_cap_v2", "v_prediction", "f16", "cuda", "data"] {
+            assert!(help.contains(value), "--help lacks {value}: {help}");
+        }
     }
 }

@@ -77,13 +77,21 @@ impl FromStr for Precision {
     }
 }
 
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::Auto, Precision::F32, Precision::F16];
+
+    pub fn name(self) -> &'static str {
+        match self {
             Precision::Auto => "auto",
             Precision::F32 => "f32",
             Precision::F16 => "f16",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -93,15 +101,9 @@ impl fmt::Display for Precision {
 /// it to f32 elsewhere: tract's scalar f16 fallback is about 230x slower than its f32 kernels.
 /// `auto` never narrows an f32 model. An explicit `f16` is honoured on any CPU, with a warning
 /// logged here when the CPU lacks native f16.
-pub fn compute_precision(
-    requested: Precision,
-    model_is_f16: bool,
-    cpu: &CpuInfo,
-) -> (ComputeDtype, &'static str) {
+pub fn compute_precision(requested: Precision, model_is_f16: bool, cpu: &CpuInfo) -> (ComputeDtype, &'static str) {
     match (requested, model_is_f16, cpu.native_f16) {
-        (Precision::Auto, true, true) => {
-            (ComputeDtype::F16, "f16 model on a CPU with native f16 arithmetic (FEAT_FP16)")
-        }
+        (Precision::Auto, true, true) => (ComputeDtype::F16, "f16 model on a CPU with native f16 arithmetic (FEAT_FP16)"),
         (Precision::Auto, true, false) => (
             ComputeDtype::F32,
             "f16 model upcast to f32: this CPU has no native f16 arithmetic, where tract's f16 \
@@ -110,9 +112,7 @@ pub fn compute_precision(
         (Precision::Auto, false, _) => (ComputeDtype::F32, "f32 model computed in f32"),
         (Precision::F32, true, _) => (ComputeDtype::F32, "f32 requested: f16 model upcast to f32"),
         (Precision::F32, false, _) => (ComputeDtype::F32, "f32 requested"),
-        (Precision::F16, _, true) => {
-            (ComputeDtype::F16, "f16 requested, on a CPU with native f16 arithmetic (FEAT_FP16)")
-        }
+        (Precision::F16, _, true) => (ComputeDtype::F16, "f16 requested, on a CPU with native f16 arithmetic (FEAT_FP16)"),
         (Precision::F16, _, false) => {
             let reason = "f16 requested on a CPU without native f16 arithmetic: tract falls back \
                           to scalar f16 code, ~230x slower than f32; use --precision auto or f32";
@@ -198,11 +198,7 @@ fn arch_features() -> Vec<&'static str> {
         .collect()
 }
 
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    all(target_arch = "arm", target_os = "linux")
-)))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", all(target_arch = "arm", target_os = "linux"))))]
 fn arch_features() -> Vec<&'static str> {
     Vec::new()
 }
@@ -258,7 +254,7 @@ fn arm_core_name(implementer: u32, part: u32) -> Option<&'static str> {
         (0x41, 0xd41) => "Cortex-A78",
         (0x41, 0xd42) => "Cortex-A78AE", // Jetson Orin
         (0x41, 0xd4b) => "Cortex-A78C",
-        (0x41, 0xc07) => "Cortex-A7", // Pi 2 v1.1
+        (0x41, 0xc07) => "Cortex-A7",     // Pi 2 v1.1
         (0x4e, 0x004) => "NVIDIA Carmel", // Jetson Xavier
         _ => return None,
     })
@@ -267,11 +263,7 @@ fn arm_core_name(implementer: u32, part: u32) -> Option<&'static str> {
 impl fmt::Display for CpuInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.arch, self.model_name.as_deref().unwrap_or("model unknown"))?;
-        let features = if self.features.is_empty() {
-            "none detected".to_string()
-        } else {
-            self.features.join(" ")
-        };
+        let features = if self.features.is_empty() { "none detected".to_string() } else { self.features.join(" ") };
         write!(f, ", features: {features}")?;
         write!(f, ", native f16: {}", yes_no(self.native_f16))?;
         write!(f, ", dot product: {}", yes_no(self.dot_product))?;
@@ -392,33 +384,17 @@ mod tests {
         Some(match model {
             // Pi 3 / Zero 2 W and Pi 4: ARMv8.0, no FP16, no dot product, no crypto in the Pi SoCs
             // (qemu's models do have AES, so "aes" is not checked here).
-            "cortex-a53" | "cortex-a72" => Expected {
-                arch: "aarch64",
-                has: &["asimd"],
-                lacks: &["asimdhp", "asimddp"],
-                precision_for_f16_model: F32,
-            },
+            "cortex-a53" | "cortex-a72" => {
+                Expected { arch: "aarch64", has: &["asimd"], lacks: &["asimdhp", "asimddp"], precision_for_f16_model: F32 }
+            }
             // Pi 5 (and Orin's A78AE): ARMv8.2 with FP16 and dot product.
-            "cortex-a76" | "neoverse-n1" => Expected {
-                arch: "aarch64",
-                has: &["asimd", "asimdhp", "asimddp"],
-                lacks: &[],
-                precision_for_f16_model: F16,
-            },
+            "cortex-a76" | "neoverse-n1" => {
+                Expected { arch: "aarch64", has: &["asimd", "asimdhp", "asimddp"], lacks: &[], precision_for_f16_model: F16 }
+            }
             // 32-bit: Cortex-A7/A15 have NEON and VFPv4 (what Pi 2-5 offer in AArch32 mode).
-            "cortex-a7" | "cortex-a15" => Expected {
-                arch: "arm",
-                has: &["neon", "vfpv4"],
-                lacks: &[],
-                precision_for_f16_model: F32,
-            },
+            "cortex-a7" | "cortex-a15" => Expected { arch: "arm", has: &["neon", "vfpv4"], lacks: &[], precision_for_f16_model: F32 },
             // Cortex-A8: NEON but only VFPv3, the armv7 target's baseline.
-            "cortex-a8" => Expected {
-                arch: "arm",
-                has: &["neon", "vfpv3"],
-                lacks: &["vfpv4"],
-                precision_for_f16_model: F32,
-            },
+            "cortex-a8" => Expected { arch: "arm", has: &["neon", "vfpv3"], lacks: &["vfpv4"], precision_for_f16_model: F32 },
             _ => return None,
         })
     }
@@ -432,8 +408,7 @@ mod tests {
         if let Ok(qemu_cpu) = std::env::var("QEMU_CPU") {
             assert_eq!(qemu_cpu, model, "QEMU_CPU and DUALSCALE_EXPECT_CPU must name the same CPU");
         }
-        let want = expected(&model)
-            .unwrap_or_else(|| panic!("DUALSCALE_EXPECT_CPU={model} is not a CPU this test knows"));
+        let want = expected(&model).unwrap_or_else(|| panic!("DUALSCALE_EXPECT_CPU={model} is not a CPU this test knows"));
         let info = detect();
         assert_eq!(info.arch, want.arch, "{model} is an {} CPU, this build is {}", want.arch, info.arch);
         for f in want.has {

@@ -65,13 +65,21 @@ impl FromStr for Device {
     }
 }
 
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Device {
+    pub const ALL: [Device; 3] = [Device::Auto, Device::Cpu, Device::Cuda];
+
+    pub fn name(self) -> &'static str {
+        match self {
             Device::Auto => "auto",
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -172,10 +180,7 @@ mod tests {
     fn without_the_feature_cuda_is_an_error_and_auto_is_the_cpu() {
         let err = resolve(Device::Cuda).unwrap_err();
         assert!(matches!(err, DeviceError::NotBuilt));
-        assert_eq!(
-            err.to_string(),
-            "this build has no CUDA support; rebuild with --features cuda or use --device cpu"
-        );
+        assert_eq!(err.to_string(), "this build has no CUDA support; rebuild with --features cuda or use --device cpu");
         assert_eq!(resolve(Device::Auto).unwrap(), ResolvedDevice::Cpu);
     }
 
@@ -202,7 +207,6 @@ mod tests {
 
     #[test]
     fn runtime_names_are_ones_tract_knows() {
-        assert!(tract_core::runtime::runtime_for_name(ResolvedDevice::Cpu.tract_runtime_name())
-            .is_ok_and(|r| r.is_some()));
+        assert!(tract_core::runtime::runtime_for_name(ResolvedDevice::Cpu.tract_runtime_name()).is_ok_and(|r| r.is_some()));
     }
 }

@@ -41,11 +41,7 @@ pub enum EvalError {
     #[error("k must be at least 1 (the reference uses k = 5)")]
     ZeroK,
     #[error("the {what} hold {len} values, which is not a whole number of {dim}-dimensional points; pass flat row-major coordinates, {dim} per point")]
-    Ragged {
-        what: &'static str,
-        len: usize,
-        dim: usize,
-    },
+    Ragged { what: &'static str, len: usize, dim: usize },
     #[error("the KL estimate with k = {k} needs at least {need} data points, got {got}; pass more data or a smaller k")]
     TooFewData { k: usize, need: usize, got: usize },
     #[error("the KL estimate with k = {k} needs at least {k} samples, got {got}; generate more samples or pass a smaller k")]
@@ -63,12 +59,7 @@ pub enum EvalError {
 /// `data` and `samples` are flat row-major coordinates, `dim` values per point. Needs
 /// `k >= 1`, at least `k + 1` data points and `k` samples, all finite. The estimate can be
 /// negative (it is a finite-sample estimate of a non-negative quantity).
-pub fn kl_divergence_bits(
-    data: &[f32],
-    samples: &[f32],
-    dim: usize,
-    k: usize,
-) -> Result<f64, EvalError> {
+pub fn kl_divergence_bits(data: &[f32], samples: &[f32], dim: usize, k: usize) -> Result<f64, EvalError> {
     if dim == 0 {
         return Err(EvalError::ZeroDim);
     }
@@ -77,27 +68,16 @@ pub fn kl_divergence_bits(
     }
     for (what, values) in [("data", data), ("samples", samples)] {
         if values.len() % dim != 0 {
-            return Err(EvalError::Ragged {
-                what,
-                len: values.len(),
-                dim,
-            });
+            return Err(EvalError::Ragged { what, len: values.len(), dim });
         }
         if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-            return Err(EvalError::NonFinite {
-                what: if what == "data" { "data" } else { "sample" },
-                index: pos / dim,
-            });
+            return Err(EvalError::NonFinite { what: if what == "data" { "data" } else { "sample" }, index: pos / dim });
         }
     }
     let n = data.len() / dim;
     let m = samples.len() / dim;
     if n <= k {
-        return Err(EvalError::TooFewData {
-            k,
-            need: k.saturating_add(1),
-            got: n,
-        });
+        return Err(EvalError::TooFewData { k, need: k.saturating_add(1), got: n });
     }
     if m < k {
         return Err(EvalError::TooFewSamples { k, got: m });
@@ -127,18 +107,10 @@ pub fn kl_divergence_bits(
         sum_ln_nu += nu.ln();
     }
     if zero_rho > 0 {
-        return Err(EvalError::DuplicateData {
-            count: zero_rho,
-            n,
-            k,
-        });
+        return Err(EvalError::DuplicateData { count: zero_rho, n, k });
     }
     if zero_nu > 0 {
-        return Err(EvalError::SamplesOnData {
-            count: zero_nu,
-            n,
-            k,
-        });
+        return Err(EvalError::SamplesOnData { count: zero_nu, n, k });
     }
     let (nf, mf, df) = (n as f64, m as f64, dim as f64);
     let nats = mf.ln() - (nf - 1.0).ln() + df * (sum_ln_nu / nf - sum_ln_rho / nf);
@@ -161,12 +133,7 @@ enum Node {
     /// Points `start..end` (in tree order).
     Leaf { start: usize, end: usize },
     /// Points in `left` have `coord[axis] <= value`, points in `right` have `>= value`.
-    Split {
-        axis: usize,
-        value: f64,
-        left: usize,
-        right: usize,
-    },
+    Split { axis: usize, value: f64, left: usize, right: usize },
 }
 
 impl KdTree {
@@ -206,25 +173,12 @@ impl KdTree {
                     insert_bounded(best, k, d);
                 }
             }
-            Node::Split {
-                axis,
-                value,
-                left,
-                right,
-            } => {
+            Node::Split { axis, value, left, right } => {
                 let diff = query[axis] - value;
-                let (near, far) = if diff < 0.0 {
-                    (left, right)
-                } else {
-                    (right, left)
-                };
+                let (near, far) = if diff < 0.0 { (left, right) } else { (right, left) };
                 self.search(near, query, k, best);
                 // Every point on the far side is at least |diff| away (in this coordinate).
-                let worst = if best.len() == k {
-                    best[k - 1]
-                } else {
-                    f64::INFINITY
-                };
+                let worst = if best.len() == k { best[k - 1] } else { f64::INFINITY };
                 if diff.abs() < worst {
                     self.search(far, query, k, best);
                 }
@@ -247,19 +201,10 @@ fn insert_bounded(best: &mut Vec<f64>, k: usize, d: f64) {
 
 /// Builds the subtree over `order[..]` (point indices starting at `offset` in tree order),
 /// splitting at the median of the axis with the largest spread; returns its node index.
-fn build(
-    points: &[f32],
-    dim: usize,
-    order: &mut [usize],
-    offset: usize,
-    nodes: &mut Vec<Node>,
-) -> usize {
+fn build(points: &[f32], dim: usize, order: &mut [usize], offset: usize, nodes: &mut Vec<Node>) -> usize {
     let id = nodes.len();
     let len = order.len();
-    let leaf = Node::Leaf {
-        start: offset,
-        end: offset + len,
-    };
+    let leaf = Node::Leaf { start: offset, end: offset + len };
     if len <= LEAF_SIZE {
         nodes.push(leaf);
         return id;
@@ -267,12 +212,10 @@ fn build(
     let mut axis = 0;
     let mut widest = -1.0f32;
     for a in 0..dim {
-        let (lo, hi) = order
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &i| {
-                let v = points[i * dim + a];
-                (lo.min(v), hi.max(v))
-            });
+        let (lo, hi) = order.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &i| {
+            let v = points[i * dim + a];
+            (lo.min(v), hi.max(v))
+        });
         if hi - lo > widest {
             widest = hi - lo;
             axis = a;
@@ -284,25 +227,13 @@ fn build(
         return id;
     }
     let mid = len / 2;
-    order.select_nth_unstable_by(mid, |&i, &j| {
-        points[i * dim + axis].total_cmp(&points[j * dim + axis])
-    });
+    order.select_nth_unstable_by(mid, |&i, &j| points[i * dim + axis].total_cmp(&points[j * dim + axis]));
     let value = f64::from(points[order[mid] * dim + axis]);
-    nodes.push(Node::Split {
-        axis,
-        value,
-        left: 0,
-        right: 0,
-    });
+    nodes.push(Node::Split { axis, value, left: 0, right: 0 });
     let (lo, hi) = order.split_at_mut(mid);
     let left = build(points, dim, lo, offset, nodes);
     let right = build(points, dim, hi, offset + mid, nodes);
-    nodes[id] = Node::Split {
-        axis,
-        value,
-        left,
-        right,
-    };
+    nodes[id] = Node::Split { axis, value, left, right };
     id
 }
 
@@ -322,21 +253,14 @@ mod tests {
             (z >> 11) as f64 / (1u64 << 53) as f64
         }
         fn points(&mut self, n: usize, dim: usize, scale: f64, shift: f64) -> Vec<f32> {
-            (0..n * dim)
-                .map(|_| ((self.next() - 0.5) * scale + shift) as f32)
-                .collect()
+            (0..n * dim).map(|_| ((self.next() - 0.5) * scale + shift) as f32).collect()
         }
     }
 
     fn brute_kth(points: &[f32], dim: usize, q: &[f32], k: usize) -> f64 {
         let mut d: Vec<f64> = points
             .chunks_exact(dim)
-            .map(|p| {
-                p.iter()
-                    .zip(q)
-                    .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
-                    .fold(0.0, f64::max)
-            })
+            .map(|p| p.iter().zip(q).map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs()).fold(0.0, f64::max))
             .collect();
         d.sort_by(f64::total_cmp);
         d[k - 1]
@@ -355,15 +279,7 @@ mod tests {
     #[test]
     fn tree_distances_equal_brute_force() {
         let mut g = Gen(1);
-        for &(n, dim) in &[
-            (1usize, 1usize),
-            (5, 2),
-            (13, 2),
-            (200, 1),
-            (500, 2),
-            (300, 3),
-            (257, 5),
-        ] {
+        for &(n, dim) in &[(1usize, 1usize), (5, 2), (13, 2), (200, 1), (500, 2), (300, 3), (257, 5)] {
             let pts = g.points(n, dim, 4.0, 0.0);
             let tree = KdTree::new(&pts, dim);
             let mut best = Vec::new();
@@ -371,11 +287,7 @@ mod tests {
                 let q32 = g.points(1, dim, 6.0, 0.3);
                 let q: Vec<f64> = q32.iter().map(|&v| f64::from(v)).collect();
                 for k in 1..=n.min(7) {
-                    assert_eq!(
-                        tree.kth_distance(&q, k, &mut best),
-                        brute_kth(&pts, dim, &q32, k),
-                        "n {n} dim {dim} k {k}"
-                    );
+                    assert_eq!(tree.kth_distance(&q, k, &mut best), brute_kth(&pts, dim, &q32, k), "n {n} dim {dim} k {k}");
                 }
             }
         }
@@ -393,17 +305,10 @@ mod tests {
         pts.extend_from_slice(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
         let tree = KdTree::new(&pts, 2);
         let mut best = Vec::new();
-        for q in pts
-            .chunks_exact(2)
-            .step_by(7)
-            .chain([[0.25f32, 0.125].as_slice(), &[1.0, 1.0]])
-        {
+        for q in pts.chunks_exact(2).step_by(7).chain([[0.25f32, 0.125].as_slice(), &[1.0, 1.0]]) {
             let qf = [f64::from(q[0]), f64::from(q[1])];
             for k in 1..=9 {
-                assert_eq!(
-                    tree.kth_distance(&qf, k, &mut best),
-                    brute_kth(&pts, 2, q, k)
-                );
+                assert_eq!(tree.kth_distance(&qf, k, &mut best), brute_kth(&pts, 2, q, k));
             }
         }
         // All points identical.
@@ -415,21 +320,12 @@ mod tests {
     #[test]
     fn estimator_equals_brute_force() {
         let mut g = Gen(7);
-        for &(n, m, dim, k) in &[
-            (40usize, 30usize, 2usize, 5usize),
-            (200, 100, 2, 5),
-            (150, 80, 1, 3),
-            (120, 60, 3, 1),
-            (60, 6, 2, 6),
-        ] {
+        for &(n, m, dim, k) in &[(40usize, 30usize, 2usize, 5usize), (200, 100, 2, 5), (150, 80, 1, 3), (120, 60, 3, 1), (60, 6, 2, 6)] {
             let data = g.points(n, dim, 2.0, 0.0);
             let samples = g.points(m, dim, 2.5, 0.2);
             let fast = kl_divergence_bits(&data, &samples, dim, k).unwrap();
             let slow = brute_kl(&data, &samples, dim, k);
-            assert!(
-                (fast - slow).abs() <= 1e-12 * slow.abs().max(1.0),
-                "{fast} vs {slow}"
-            );
+            assert!((fast - slow).abs() <= 1e-12 * slow.abs().max(1.0), "{fast} vs {slow}");
         }
     }
 
@@ -439,10 +335,8 @@ mod tests {
         // Reference value computed with scipy.spatial.cKDTree (p = inf) following NPEET kldiv:
         //   nn  = tree(x).query(x, k+1)[0][:, k];  nnp = tree(y).query(x, k)[0][:, k-1]
         //   (log(m) - log(n-1) + d*(mean(log(nnp)) - mean(log(nn)))) / log(2)
-        let data: [f32; 20] = [
-            0.0, 0.0, 0.31, 0.02, 0.6, -0.05, 0.05, 0.33, 0.29, 0.3, 0.62, 0.27, -0.04, 0.61, 0.33,
-            0.59, 0.58, 0.64, 1.0, 1.0,
-        ];
+        let data: [f32; 20] =
+            [0.0, 0.0, 0.31, 0.02, 0.6, -0.05, 0.05, 0.33, 0.29, 0.3, 0.62, 0.27, -0.04, 0.61, 0.33, 0.59, 0.58, 0.64, 1.0, 1.0];
         let samples: [f32; 12] = [0.1, 0.1, 0.4, 0.0, 0.7, 0.2, 0.2, 0.5, 0.5, 0.5, 0.9, 0.8];
         let got = kl_divergence_bits(&data, &samples, 2, 3).unwrap();
         assert!((got - SCIPY_SMALL_CASE).abs() < 1e-12, "{got}");
@@ -463,28 +357,14 @@ mod tests {
         let (sample_shape, samples) = read("samples.npy");
         let text = std::fs::read_to_string(dir.join("expected.json"))
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.join("expected.json").display()));
-        let expected: serde_json::Value =
-            serde_json::from_str(&text).expect("expected.json is not JSON");
-        let k = expected["k"]
-            .as_u64()
-            .expect("expected.json has no integer k") as usize;
-        let want = expected["kl_bits"]
-            .as_f64()
-            .expect("expected.json has no kl_bits");
-        assert_eq!(
-            data_shape,
-            vec![expected["n"].as_u64().unwrap() as usize, 2]
-        );
-        assert_eq!(
-            sample_shape,
-            vec![expected["m"].as_u64().unwrap() as usize, 2]
-        );
+        let expected: serde_json::Value = serde_json::from_str(&text).expect("expected.json is not JSON");
+        let k = expected["k"].as_u64().expect("expected.json has no integer k") as usize;
+        let want = expected["kl_bits"].as_f64().expect("expected.json has no kl_bits");
+        assert_eq!(data_shape, vec![expected["n"].as_u64().unwrap() as usize, 2]);
+        assert_eq!(sample_shape, vec![expected["m"].as_u64().unwrap() as usize, 2]);
         let got = kl_divergence_bits(&data, &samples, 2, k).unwrap();
         // Same distances exactly; only the order of summing the logs differs from numpy.
-        assert!(
-            (got - want).abs() <= 1e-10 * want.abs().max(1.0),
-            "got {got}, Python gave {want}"
-        );
+        assert!((got - want).abs() <= 1e-10 * want.abs().max(1.0), "got {got}, Python gave {want}");
     }
 
     #[test]
@@ -504,53 +384,15 @@ mod tests {
         let ok = [0.0f32, 0.0, 1.0, 1.0, 2.0, 0.5];
         assert_eq!(kl_divergence_bits(&ok, &ok, 0, 1), Err(EvalError::ZeroDim));
         assert_eq!(kl_divergence_bits(&ok, &ok, 2, 0), Err(EvalError::ZeroK));
-        assert_eq!(
-            kl_divergence_bits(&ok[..5], &ok, 2, 1),
-            Err(EvalError::Ragged {
-                what: "data",
-                len: 5,
-                dim: 2
-            })
-        );
-        assert_eq!(
-            kl_divergence_bits(&ok, &ok, 2, 3),
-            Err(EvalError::TooFewData {
-                k: 3,
-                need: 4,
-                got: 3
-            })
-        );
-        assert_eq!(
-            kl_divergence_bits(&ok, &ok[..2], 2, 2),
-            Err(EvalError::TooFewSamples { k: 2, got: 1 })
-        );
+        assert_eq!(kl_divergence_bits(&ok[..5], &ok, 2, 1), Err(EvalError::Ragged { what: "data", len: 5, dim: 2 }));
+        assert_eq!(kl_divergence_bits(&ok, &ok, 2, 3), Err(EvalError::TooFewData { k: 3, need: 4, got: 3 }));
+        assert_eq!(kl_divergence_bits(&ok, &ok[..2], 2, 2), Err(EvalError::TooFewSamples { k: 2, got: 1 }));
         let mut nan = ok;
         nan[3] = f32::NAN;
-        assert_eq!(
-            kl_divergence_bits(&ok, &nan, 2, 1),
-            Err(EvalError::NonFinite {
-                what: "sample",
-                index: 1
-            })
-        );
-        assert!(matches!(
-            kl_divergence_bits(&ok, &ok, 2, usize::MAX),
-            Err(EvalError::TooFewData { .. })
-        ));
-        assert_eq!(
-            kl_divergence_bits(&[], &[], 2, 1),
-            Err(EvalError::TooFewData {
-                k: 1,
-                need: 2,
-                got: 0
-            })
-        );
-        let msg = EvalError::TooFewData {
-            k: 5,
-            need: 6,
-            got: 3,
-        }
-        .to_string();
+        assert_eq!(kl_divergence_bits(&ok, &nan, 2, 1), Err(EvalError::NonFinite { what: "sample", index: 1 }));
+        assert!(matches!(kl_divergence_bits(&ok, &ok, 2, usize::MAX), Err(EvalError::TooFewData { .. })));
+        assert_eq!(kl_divergence_bits(&[], &[], 2, 1), Err(EvalError::TooFewData { k: 1, need: 2, got: 0 }));
+        let msg = EvalError::TooFewData { k: 5, need: 6, got: 3 }.to_string();
         assert!(msg.contains("needs at least 6 data points, got 3"), "{msg}");
     }
 
@@ -564,28 +406,12 @@ mod tests {
         let p0 = [data[0], data[1]];
         data.extend_from_slice(&p0);
         data.extend_from_slice(&p0);
-        assert!(kl_divergence_bits(&data, &samples, 2, 5)
-            .unwrap()
-            .is_finite());
+        assert!(kl_divergence_bits(&data, &samples, 2, 5).unwrap().is_finite());
         // ... but k = 2 sees distance 0 for the three copies.
-        assert_eq!(
-            kl_divergence_bits(&data, &samples, 2, 2),
-            Err(EvalError::DuplicateData {
-                count: 3,
-                n: 102,
-                k: 2
-            })
-        );
+        assert_eq!(kl_divergence_bits(&data, &samples, 2, 2), Err(EvalError::DuplicateData { count: 3, n: 102, k: 2 }));
         // Samples sitting exactly on a data point.
         let mut on = samples.clone();
         on.extend_from_slice(&[clean[10], clean[11]]);
-        assert_eq!(
-            kl_divergence_bits(&clean, &on, 2, 1),
-            Err(EvalError::SamplesOnData {
-                count: 1,
-                n: 100,
-                k: 1
-            })
-        );
+        assert_eq!(kl_divergence_bits(&clean, &on, 2, 1), Err(EvalError::SamplesOnData { count: 1, n: 100, k: 1 }));
     }
 }

@@ -1,5 +1,6 @@
 //! dualscale: run adaptive dual-scale diffusion denoisers (ONNX, via tract) and write what they
-//! generate to disk. The binary in `main.rs` is a thin shell over this library.
+//! generate to disk. The binary in `main.rs` is a thin shell over this library; `pipeline` is
+//! the generation a CLI, a kiosk or a server calls in-process.
 
 pub mod cli;
 pub mod commands;
@@ -10,7 +11,9 @@ pub mod manifest;
 pub mod model;
 pub mod npy;
 pub mod output;
+pub mod pipeline;
 pub mod progress;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod signals;

@@ -2,12 +2,12 @@
 //! exit with a documented code (0 ok, 1 failure, 2 usage, 130 interrupted).
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::time::Instant;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let started = Instant::now();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp(None).init();
     let cli = match dualscale::cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -16,13 +16,16 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { dualscale::commands::EXIT_USAGE } else { 0 });
         }
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal exits at once; the first asks the run to stop at the next step.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, interrupted.clone());
-        let _ = signal_hook::flag::register(signal, interrupted.clone());
-    }
-    match dualscale::commands::run(cli, interrupted) {
+    // The first SIGINT/SIGTERM asks the run to stop within one model call; a second one ends the
+    // process at once, except while a set of outputs is being committed.
+    let stop = match dualscale::signals::Stop::install() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("error: cannot install the signal handlers: {e}");
+            return ExitCode::from(dualscale::commands::EXIT_FAILURE);
+        }
+    };
+    match cli.into_config(started).and_then(|config| dualscale::commands::run(config, stop.flag())) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", one_line(&err));

@@ -11,29 +11,44 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::schedule::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
+use crate::schedule::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing, MAX_TRAIN_TIMESTEPS};
 
 /// Why a model's configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not valid JSON ({source}); fix the file or remove it and pass the schedule as flags")]
-    Json { path: PathBuf, source: serde_json::Error },
-    #[error("{path} lacks required key `{key}`; see models/MANIFEST.md for the format")]
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("{path} is not valid JSON ({cause}); fix the file or remove it and pass the schedule as flags")]
+    Json { path: PathBuf, cause: serde_json::Error },
+    #[error("{path} lacks required key `{key}`; {}", format_help(path))]
     MissingKey { path: PathBuf, key: &'static str },
-    #[error("{path}: key `{key}` has an invalid value ({detail}); see models/MANIFEST.md")]
+    #[error("{path}: key `{key}` has an invalid value ({detail}); {}", format_help(path))]
     BadValue { path: PathBuf, key: String, detail: String },
     #[error("model {model} has sha256 {actual} but its manifest {manifest} says {expected}; the file is corrupt or not the one the manifest describes - download it again, or pass --allow-unverified to run it anyway")]
     Sha256Mismatch { model: PathBuf, manifest: PathBuf, expected: String, actual: String },
 }
 
-/// Data statistics a manifest can carry: mean and covariance of the training data, used to start
-/// sampling from the right distribution when the schedule does not reach pure noise.
+/// Where the format of the file at `path` is documented.
+fn format_help(path: &Path) -> &'static str {
+    if path.file_name().is_some_and(|n| n == "scheduler_config.json") {
+        "see the diffusers documentation of the scheduler class named by `_class_name`"
+    } else {
+        "see models/MANIFEST.md for the format"
+    }
+}
+
+/// Data statistics a manifest can carry: mean and covariance (or per-coordinate variances) of
+/// the training data, used to start sampling from the right distribution when the schedule does
+/// not reach pure noise.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DataStats {
     pub mean: Vec<f64>,
-    pub cov: Vec<Vec<f64>>,
+    /// Full covariance, `mean.len()` rows of `mean.len()`.
+    #[serde(default)]
+    pub cov: Option<Vec<Vec<f64>>>,
+    /// Per-coordinate variances (for large samples such as images).
+    #[serde(default)]
+    pub var: Option<Vec<f64>>,
 }
 
 /// Input or output declared by a manifest.
@@ -67,6 +82,10 @@ pub struct Manifest {
     pub parameters: Option<u64>,
     #[serde(default)]
     pub data_stats: Option<DataStats>,
+    /// sha256 of each external weights file (`model.onnx.data`), by its location as the
+    /// `.onnx` file names it.
+    #[serde(default)]
+    pub external_data_sha256: BTreeMap<String, String>,
 }
 
 /// Where a model's schedule came from.
@@ -163,16 +182,11 @@ pub fn discover(model: &Path) -> Result<ModelConfig, ManifestError> {
             return parse_scheduler_config(&text, &candidate);
         }
     }
-    Ok(ModelConfig {
-        schedule: class_defaults(None).0,
-        manifest: None,
-        source: ConfigSource::Defaults,
-        unknown_keys: vec![],
-    })
+    Ok(ModelConfig { schedule: class_defaults(None).0, manifest: None, source: ConfigSource::Defaults, unknown_keys: vec![] })
 }
 
 fn read(path: &Path) -> Result<String, ManifestError> {
-    std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|cause| ManifestError::Read { path: path.to_owned(), cause })
 }
 
 fn source_path(source: &ConfigSource) -> PathBuf {
@@ -187,7 +201,7 @@ fn source_path(source: &ConfigSource) -> PathBuf {
 /// (with `num_train_timesteps`, `beta_start`, `beta_end`, `beta_schedule`).
 pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, ManifestError> {
     let path = source_path(&source);
-    let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Json { path: path.clone(), source: e })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| ManifestError::Json { path: path.clone(), cause: e })?;
     let obj = value.as_object().ok_or_else(|| ManifestError::BadValue {
         path: path.clone(),
         key: "<root>".into(),
@@ -198,8 +212,30 @@ pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, M
             return Err(ManifestError::MissingKey { path, key });
         }
     }
-    let manifest: Manifest = serde_json::from_value(value.clone())
-        .map_err(|e| ManifestError::BadValue { path: path.clone(), key: "<manifest>".into(), detail: e.to_string() })?;
+    let manifest: Manifest = serde_json::from_value(value.clone()).map_err(|e| ManifestError::BadValue {
+        path: path.clone(),
+        key: "<manifest>".into(),
+        detail: e.to_string(),
+    })?;
+    let name = &manifest.name;
+    let bad_name = if name.is_empty() {
+        Some("is empty")
+    } else if name.contains(['/', '\\', '\0']) {
+        Some("contains a path separator or NUL")
+    } else if name == "." || name == ".." {
+        Some("is not a name")
+    } else if name.len() > 100 {
+        Some("is longer than 100 bytes")
+    } else {
+        None
+    };
+    if let Some(why) = bad_name {
+        return Err(ManifestError::BadValue {
+            path,
+            key: "name".into(),
+            detail: format!("{name:?} {why}; the name becomes part of output file names, use the model's file stem"),
+        });
+    }
     if !matches!(manifest.kind.as_str(), "points2d" | "image") {
         return Err(ManifestError::BadValue {
             path,
@@ -214,11 +250,13 @@ pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, M
     }
     if let Some(stats) = &manifest.data_stats {
         let d = stats.mean.len();
-        if d == 0 || stats.cov.len() != d || stats.cov.iter().any(|row| row.len() != d) {
+        let cov_ok = stats.cov.as_ref().is_none_or(|c| c.len() == d && c.iter().all(|row| row.len() == d));
+        let var_ok = stats.var.as_ref().is_none_or(|v| v.len() == d);
+        if d == 0 || !cov_ok || !var_ok || (stats.cov.is_none() && stats.var.is_none()) {
             return Err(ManifestError::BadValue {
                 path,
                 key: "data_stats".into(),
-                detail: format!("mean has {d} entries, cov must be {d}x{d}"),
+                detail: format!("mean has {d} entries; give cov ({d}x{d}) or var ({d} entries)"),
             });
         }
     }
@@ -244,8 +282,7 @@ pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, M
 /// caller can warn (they are not an error).
 pub fn parse_scheduler_config(text: &str, path: &Path) -> Result<ModelConfig, ManifestError> {
     let text = replace_non_finite_tokens(text);
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| ManifestError::Json { path: path.to_owned(), source: e })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| ManifestError::Json { path: path.to_owned(), cause: e })?;
     let obj = value.as_object().ok_or_else(|| ManifestError::BadValue {
         path: path.to_owned(),
         key: "<root>".into(),
@@ -391,21 +428,15 @@ fn schedule_from_keys(
             "num_train_timesteps" => s.num_train_timesteps = as_usize(path, key, v)?,
             "beta_start" => s.beta_start = as_f64(path, key, v)?,
             "beta_end" => s.beta_end = as_f64(path, key, v)?,
-            "beta_schedule" => {
-                s.beta_schedule = as_str(path, key, v)?.parse().map_err(|e| bad(path, key, format!("{e}")))?
-            }
+            "beta_schedule" => s.beta_schedule = as_str(path, key, v)?.parse().map_err(|e| bad(path, key, format!("{e}")))?,
             "trained_betas" if v.is_null() => {}
             "trained_betas" => {
                 let arr = v.as_array().ok_or_else(|| bad(path, key, "expected a list of numbers"))?;
                 let betas = arr.iter().map(|b| as_f64(path, key, b)).collect::<Result<Vec<_>, _>>()?;
                 s.trained_betas = Some(betas);
             }
-            "prediction_type" => {
-                s.prediction_type = as_str(path, key, v)?.parse().map_err(|e| bad(path, key, format!("{e}")))?
-            }
-            "timestep_spacing" => {
-                s.timestep_spacing = as_str(path, key, v)?.parse().map_err(|e| bad(path, key, format!("{e}")))?
-            }
+            "prediction_type" => s.prediction_type = as_str(path, key, v)?.parse().map_err(|e| bad(path, key, format!("{e}")))?,
+            "timestep_spacing" => s.timestep_spacing = as_str(path, key, v)?.parse().map_err(|e| bad(path, key, format!("{e}")))?,
             "steps_offset" => s.steps_offset = as_usize(path, key, v)?,
             k if KNOWN_UNUSED_KEYS.contains(&k) => {
                 log::debug!("{}: `{k}` is a diffusers key dualscale does not apply", path.display())
@@ -418,6 +449,13 @@ fn schedule_from_keys(
     }
     if s.num_train_timesteps == 0 {
         return Err(bad(path, "num_train_timesteps", "must be at least 1"));
+    }
+    if s.num_train_timesteps > MAX_TRAIN_TIMESTEPS {
+        return Err(bad(
+            path,
+            "num_train_timesteps",
+            format!("{} is more than the {MAX_TRAIN_TIMESTEPS} dualscale accepts", s.num_train_timesteps),
+        ));
     }
     Ok((s, unknown))
 }

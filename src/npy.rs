@@ -1,5 +1,5 @@
 //! NumPy `.npy` files: reads format versions 1.0, 2.0 and 3.0 holding little- or big-endian
-//! `f4` / `f8` arrays in C order (any shape; `f8` is rounded to f32), and writes `'<f4'` arrays
+//! `f2` / `f4` / `f8` arrays in C order (any shape; `f2` is exact in f32 through `half`, `f8` rounds), and writes `'<f4'` arrays
 //! exactly as `numpy.save` does (version 1.0, header padded so the data starts on a 64-byte
 //! boundary). This module does no file writing of its own (callers pass the bytes to
 //! `output::write_atomic`), never panics on a malformed file, and never guesses: anything it does
@@ -14,42 +14,28 @@ use std::path::{Path, PathBuf};
 /// What is wrong with a `.npy` file or a request to write one.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("could not read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("could not read {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("not a .npy file: it does not start with the magic bytes \\x93NUMPY; save the array with numpy.save")]
     BadMagic,
     #[error("unsupported .npy format version {major}.{minor}; versions 1.0, 2.0 and 3.0 are read - save it again with numpy.save")]
     UnsupportedVersion { major: u8, minor: u8 },
     #[error("truncated .npy file: the {what} needs {need} bytes but only {have} are present; the file was cut short - write it again")]
-    Truncated {
-        what: &'static str,
-        need: u64,
-        have: u64,
-    },
+    Truncated { what: &'static str, need: u64, have: u64 },
     #[error("malformed .npy header: {0}; save the array with numpy.save")]
     BadHeader(String),
-    #[error("unsupported .npy dtype {0}; only float32 ('<f4') and float64 ('<f8') arrays are read - convert with arr.astype('<f4')")]
+    #[error("unsupported .npy dtype {0}; only float16 ('<f2'), float32 ('<f4') and float64 ('<f8') arrays are read - convert with arr.astype('<f4')")]
     UnsupportedDtype(String),
     #[error("the .npy array is stored in Fortran order; save a C-ordered copy (numpy.ascontiguousarray(arr))")]
     FortranOrder,
     #[error("the .npy shape {shape:?} needs {need} bytes of data but the file holds {have}; the file is damaged - write it again")]
-    LengthMismatch {
-        shape: Vec<usize>,
-        need: u64,
-        have: u64,
-    },
+    LengthMismatch { shape: Vec<usize>, need: u64, have: u64 },
     #[error("the .npy shape {0:?} has more elements than this machine can address")]
     ShapeOverflow(Vec<usize>),
-    #[error("cannot write a .npy array of shape {shape:?} ({need} values) from {have} values; pass a shape whose product is the data length")]
-    ShapeDataMismatch {
-        shape: Vec<usize>,
-        need: u128,
-        have: usize,
-    },
+    #[error(
+        "cannot write a .npy array of shape {shape:?} ({need} values) from {have} values; pass a shape whose product is the data length"
+    )]
+    ShapeDataMismatch { shape: Vec<usize>, need: u128, have: usize },
 }
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -67,11 +53,7 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     }
     let prefix_len = |have: usize, need: usize| {
         if have < need {
-            Err(NpyError::Truncated {
-                what: "header prefix",
-                need: need as u64,
-                have: have as u64,
-            })
+            Err(NpyError::Truncated { what: "header prefix", need: need as u64, have: have as u64 })
         } else {
             Ok(())
         }
@@ -81,37 +63,22 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let (header_start, header_len) = match (major, minor) {
         (1, 0) => {
             prefix_len(bytes.len(), 10)?;
-            (
-                10usize,
-                usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
-            )
+            (10usize, usize::from(u16::from_le_bytes([bytes[8], bytes[9]])))
         }
         (2, 0) | (3, 0) => {
             prefix_len(bytes.len(), 12)?;
             let n = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-            (
-                12usize,
-                usize::try_from(n)
-                    .map_err(|_| NpyError::BadHeader("header length too large".into()))?,
-            )
+            (12usize, usize::try_from(n).map_err(|_| NpyError::BadHeader("header length too large".into()))?)
         }
         _ => return Err(NpyError::UnsupportedVersion { major, minor }),
     };
-    let header_end = header_start
-        .checked_add(header_len)
-        .ok_or_else(|| NpyError::BadHeader("header length too large".into()))?;
+    let header_end = header_start.checked_add(header_len).ok_or_else(|| NpyError::BadHeader("header length too large".into()))?;
     if bytes.len() < header_end {
-        return Err(NpyError::Truncated {
-            what: "header",
-            need: header_end as u64,
-            have: bytes.len() as u64,
-        });
+        return Err(NpyError::Truncated { what: "header", need: header_end as u64, have: bytes.len() as u64 });
     }
     let raw = &bytes[header_start..header_end];
     let text: String = if major == 3 {
-        std::str::from_utf8(raw)
-            .map_err(|_| NpyError::BadHeader("a version 3.0 header that is not UTF-8".into()))?
-            .to_owned()
+        std::str::from_utf8(raw).map_err(|_| NpyError::BadHeader("a version 3.0 header that is not UTF-8".into()))?.to_owned()
     } else {
         raw.iter().map(|&b| char::from(b)).collect() // latin-1
     };
@@ -120,6 +87,8 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
         return Err(NpyError::FortranOrder);
     }
     let (item_size, big_endian) = match header.descr.as_str() {
+        "<f2" => (2usize, false),
+        ">f2" => (2, true),
         "<f4" => (4usize, false),
         "<f8" => (8, false),
         ">f4" => (4, true),
@@ -127,13 +96,8 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
         other => return Err(NpyError::UnsupportedDtype(format!("'{other}'"))),
     };
     let shape = header.shape;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| NpyError::ShapeOverflow(shape.clone()))?;
-    let need = count
-        .checked_mul(item_size)
-        .ok_or_else(|| NpyError::ShapeOverflow(shape.clone()))?;
+    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| NpyError::ShapeOverflow(shape.clone()))?;
+    let need = count.checked_mul(item_size).ok_or_else(|| NpyError::ShapeOverflow(shape.clone()))?;
     let data = &bytes[header_end..];
     if data.len() < need {
         return Err(NpyError::Truncated {
@@ -143,13 +107,17 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
         });
     }
     if data.len() > need {
-        return Err(NpyError::LengthMismatch {
-            shape,
-            need: need as u64,
-            have: data.len() as u64,
-        });
+        return Err(NpyError::LengthMismatch { shape, need: need as u64, have: data.len() as u64 });
     }
-    let values: Vec<f32> = if item_size == 4 {
+    let values: Vec<f32> = if item_size == 2 {
+        // float16 (what `arr.astype(np.float16)` saves): exact in f32.
+        data.chunks_exact(2)
+            .map(|c| {
+                let bits = if big_endian { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) };
+                half::f16::from_bits(bits).to_f32()
+            })
+            .collect()
+    } else if item_size == 4 {
         data.chunks_exact(4)
             .map(|c| {
                 let b = [c[0], c[1], c[2], c[3]];
@@ -164,11 +132,7 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
         data.chunks_exact(8)
             .map(|c| {
                 let b = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
-                (if big_endian {
-                    f64::from_be_bytes(b)
-                } else {
-                    f64::from_le_bytes(b)
-                }) as f32
+                (if big_endian { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) }) as f32
             })
             .collect()
     };
@@ -178,10 +142,7 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
 /// Reads the `.npy` file at `path`; see [`read_f32`].
 pub fn read_f32_file(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|cause| NpyError::Io { path: path.to_owned(), cause })?;
     read_f32(&bytes)
 }
 
@@ -204,28 +165,15 @@ pub fn to_bytes_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
 /// [`to_bytes_f32`] that reports a shape / data length mismatch as
 /// [`NpyError::ShapeDataMismatch`] instead of panicking.
 pub fn try_to_bytes_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>, NpyError> {
-    let need = shape
-        .iter()
-        .fold(1u128, |acc, &d| acc.saturating_mul(d as u128));
+    let need = shape.iter().fold(1u128, |acc, &d| acc.saturating_mul(d as u128));
     if need != data.len() as u128 {
-        return Err(NpyError::ShapeDataMismatch {
-            shape: shape.to_vec(),
-            need,
-            have: data.len(),
-        });
+        return Err(NpyError::ShapeDataMismatch { shape: shape.to_vec(), need, have: data.len() });
     }
     // Python's repr of a tuple: (), (3,), (2, 3).
     let shape_repr = match shape {
         [] => "()".to_owned(),
         [d] => format!("({d},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_repr}, }}");
     if let Some(first) = shape.first() {
@@ -283,10 +231,7 @@ enum Value {
 /// Parses the header's Python dict literal (the subset numpy writes: string keys; string, bool,
 /// tuple-of-int values; other values are kept as text for the error message).
 fn parse_header(text: &str) -> Result<Header, NpyError> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser { s: text.as_bytes(), i: 0 };
     p.ws();
     p.expect(b'{')?;
     let (mut descr, mut fortran, mut shape) = (None, None, None);
@@ -303,16 +248,12 @@ fn parse_header(text: &str) -> Result<Header, NpyError> {
         match (key.as_str(), value) {
             ("descr", Value::Str(s)) => descr = Some(s),
             ("descr", Value::Other(s)) => {
-                return Err(NpyError::UnsupportedDtype(format!(
-                    "{s} (a structured dtype)"
-                )));
+                return Err(NpyError::UnsupportedDtype(format!("{s} (a structured dtype)")));
             }
             ("fortran_order", Value::Bool(b)) => fortran = Some(b),
             ("shape", Value::Tuple(t)) => shape = Some(t),
             ("descr" | "fortran_order" | "shape", _) => {
-                return Err(NpyError::BadHeader(format!(
-                    "the value of '{key}' has the wrong type"
-                )));
+                return Err(NpyError::BadHeader(format!("the value of '{key}' has the wrong type")));
             }
             (other, _) => {
                 return Err(NpyError::BadHeader(format!("unexpected key '{other}'")));
@@ -368,31 +309,20 @@ impl Parser<'_> {
                 Some(b) => format!("'{}'", char::from(b)),
                 None => "the end of the header".to_owned(),
             };
-            Err(NpyError::BadHeader(format!(
-                "expected '{}' at byte {} of the header, found {found}",
-                char::from(c),
-                self.i
-            )))
+            Err(NpyError::BadHeader(format!("expected '{}' at byte {} of the header, found {found}", char::from(c), self.i)))
         }
     }
     /// A quoted string without escapes (numpy's keys and dtype strings never need them).
     fn string(&mut self) -> Result<String, NpyError> {
         let quote = match self.peek() {
             Some(q @ (b'\'' | b'"')) => q,
-            _ => {
-                return Err(NpyError::BadHeader(format!(
-                    "expected a quoted string at byte {}",
-                    self.i
-                )))
-            }
+            _ => return Err(NpyError::BadHeader(format!("expected a quoted string at byte {}", self.i))),
         };
         self.i += 1;
         let start = self.i;
         while let Some(c) = self.peek() {
             if c == b'\\' {
-                return Err(NpyError::BadHeader(
-                    "escaped characters in a header string".into(),
-                ));
+                return Err(NpyError::BadHeader("escaped characters in a header string".into()));
             }
             if c == quote {
                 let s = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
@@ -428,9 +358,7 @@ impl Parser<'_> {
             Some(b'[' | b'{') => {
                 let start = self.i;
                 self.skip_balanced()?;
-                Ok(Value::Other(
-                    String::from_utf8_lossy(&self.s[start..self.i]).into_owned(),
-                ))
+                Ok(Value::Other(String::from_utf8_lossy(&self.s[start..self.i]).into_owned()))
             }
             _ => {
                 let rest = &self.s[self.i..];
@@ -441,10 +369,7 @@ impl Parser<'_> {
                     self.i += 5;
                     Ok(Value::Bool(false))
                 } else {
-                    Err(NpyError::BadHeader(format!(
-                        "unreadable value at byte {}",
-                        self.i
-                    )))
+                    Err(NpyError::BadHeader(format!("unreadable value at byte {}", self.i)))
                 }
             }
         }
@@ -457,13 +382,9 @@ impl Parser<'_> {
         }
         let digits = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
         if digits.is_empty() {
-            return Err(NpyError::BadHeader(format!(
-                "expected a non-negative integer in the shape at byte {start}"
-            )));
+            return Err(NpyError::BadHeader(format!("expected a non-negative integer in the shape at byte {start}")));
         }
-        let n = digits
-            .parse::<usize>()
-            .map_err(|_| NpyError::BadHeader(format!("shape dimension {digits} is too large")))?;
+        let n = digits.parse::<usize>().map_err(|_| NpyError::BadHeader(format!("shape dimension {digits} is too large")))?;
         self.eat(b'L');
         Ok(n)
     }
@@ -526,24 +447,12 @@ mod tests {
         want.extend_from_slice(&f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
         let got = to_bytes_f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(got, want);
-        assert_eq!(
-            (got.len() - 24) % 64,
-            0,
-            "data starts on a 64-byte boundary"
-        );
+        assert_eq!((got.len() - 24) % 64, 0, "data starts on a 64-byte boundary");
     }
 
     #[test]
     fn header_alignment_for_many_shapes() {
-        let shapes: &[&[usize]] = &[
-            &[],
-            &[0],
-            &[1],
-            &[7],
-            &[100_000, 2],
-            &[3, 1, 4, 1, 5],
-            &[1_234_567_890, 0],
-        ];
+        let shapes: &[&[usize]] = &[&[], &[0], &[1], &[7], &[100_000, 2], &[3, 1, 4, 1, 5], &[1_234_567_890, 0]];
         for shape in shapes {
             let n: usize = shape.iter().product();
             let data = vec![0.5f32; n];
@@ -559,16 +468,7 @@ mod tests {
 
     #[test]
     fn round_trip_preserves_bits() {
-        let data = [
-            0.0,
-            -0.0,
-            1.5,
-            -2.25e-38,
-            f32::MAX,
-            f32::MIN_POSITIVE / 8.0,
-            f32::INFINITY,
-            f32::NAN,
-        ];
+        let data = [0.0, -0.0, 1.5, -2.25e-38, f32::MAX, f32::MIN_POSITIVE / 8.0, f32::INFINITY, f32::NAN];
         let (shape, back) = read_f32(&to_bytes_f32(&[4, 2], &data)).unwrap();
         assert_eq!(shape, vec![4, 2]);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -576,40 +476,37 @@ mod tests {
     }
 
     #[test]
+    fn reads_f2_exactly() {
+        let values = [1.0f32, -2.5, 65504.0, 1.0 / 16384.0, f32::INFINITY];
+        let le: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let h = "{'descr': '<f2', 'fortran_order': False, 'shape': (5,), }          \n";
+        let (s, v) = read_f32(&npy(1, h, &le)).unwrap();
+        assert_eq!((s, v), (vec![5], values.to_vec()));
+        let be: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_be_bytes()).collect();
+        let h = "{'descr': '>f2', 'fortran_order': False, 'shape': (5,), }          \n";
+        assert_eq!(read_f32(&npy(1, h, &be)).unwrap().1, values.to_vec());
+    }
+
+    #[test]
     fn reads_f8_and_big_endian_and_v2_v3() {
-        let f8: Vec<u8> = [1.0f64, -2.5, 1e300]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let f8: Vec<u8> = [1.0f64, -2.5, 1e300].iter().flat_map(|v| v.to_le_bytes()).collect();
         let h = "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }          \n";
         let (s, v) = read_f32(&npy(1, h, &f8)).unwrap();
         assert_eq!((s, v), (vec![3], vec![1.0, -2.5, f32::INFINITY]));
 
         let be: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_be_bytes()).collect();
         let h = "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 2), }\n";
-        assert_eq!(
-            read_f32(&npy(2, h, &be)).unwrap(),
-            (vec![1, 2], vec![1.0, 2.0])
-        );
+        assert_eq!(read_f32(&npy(2, h, &be)).unwrap(), (vec![1, 2], vec![1.0, 2.0]));
 
         // Version 3.0 (UTF-8 header), keys in another order, double quotes, no trailing comma.
         let h = "{\"shape\": (2,), \"fortran_order\": False, \"descr\": \"<f4\"}\n";
-        assert_eq!(
-            read_f32(&npy(3, h, &f32_bytes(&[3.0, 4.0]))).unwrap(),
-            (vec![2], vec![3.0, 4.0])
-        );
+        assert_eq!(read_f32(&npy(3, h, &f32_bytes(&[3.0, 4.0]))).unwrap(), (vec![2], vec![3.0, 4.0]));
 
         // Python 2 long integers in the shape; 0-d array.
         let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (1L, 1L), }\n";
-        assert_eq!(
-            read_f32(&npy(1, h, &f32_bytes(&[7.0]))).unwrap(),
-            (vec![1, 1], vec![7.0])
-        );
+        assert_eq!(read_f32(&npy(1, h, &f32_bytes(&[7.0]))).unwrap(), (vec![1, 1], vec![7.0]));
         let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (), }\n";
-        assert_eq!(
-            read_f32(&npy(1, h, &f32_bytes(&[7.0]))).unwrap(),
-            (vec![], vec![7.0])
-        );
+        assert_eq!(read_f32(&npy(1, h, &f32_bytes(&[7.0]))).unwrap(), (vec![], vec![7.0]));
     }
 
     fn err(bytes: &[u8]) -> String {
@@ -636,10 +533,7 @@ mod tests {
         let e = err(&npy(1, h, &[0; 15]));
         assert!(e.contains("truncated") && e.contains("array data"), "{e}");
         let e = err(&npy(1, h, &[0; 17]));
-        assert!(
-            e.contains("needs 16 bytes") && e.contains("holds 17"),
-            "{e}"
-        );
+        assert!(e.contains("needs 16 bytes") && e.contains("holds 17"), "{e}");
 
         let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 4000000000, 4000000000), }\n";
         assert!(err(&npy(1, h, &[])).contains("more elements"));
@@ -672,13 +566,8 @@ mod tests {
 
     #[test]
     fn writer_rejects_shape_data_mismatch() {
-        let e = try_to_bytes_f32(&[2, 3], &[0.0; 5])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("[2, 3]") && e.contains("6 values") && e.contains("from 5"),
-            "{e}"
-        );
+        let e = try_to_bytes_f32(&[2, 3], &[0.0; 5]).unwrap_err().to_string();
+        assert!(e.contains("[2, 3]") && e.contains("6 values") && e.contains("from 5"), "{e}");
         assert!(try_to_bytes_f32(&[usize::MAX, 3], &[]).is_err());
         assert!(std::panic::catch_unwind(|| to_bytes_f32(&[2], &[0.0])).is_err());
     }
@@ -689,12 +578,7 @@ mod tests {
         let path = dir.path().join("a.npy");
         std::fs::write(&path, to_bytes_f32(&[2], &[1.0, 2.0])).unwrap();
         assert_eq!(read_f32_file(&path).unwrap(), (vec![2], vec![1.0, 2.0]));
-        let e = read_f32_file(dir.path().join("missing.npy"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("could not read") && e.contains("missing.npy"),
-            "{e}"
-        );
+        let e = read_f32_file(dir.path().join("missing.npy")).unwrap_err().to_string();
+        assert!(e.contains("could not read") && e.contains("missing.npy"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //! (steps, NFE/s, ETA), or one JSON event per line on stdout with `--json`. Never both, and
 //! nothing at all when stderr is not a terminal and `--json` is off (logs still go to stderr).
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
@@ -15,6 +16,8 @@ pub struct Progress {
     json: bool,
     bar: Option<ProgressBar>,
     started: Instant,
+    /// The first failure to write an event (other than a closed pipe), reported by `check`.
+    failed: RefCell<Option<std::io::Error>>,
 }
 
 impl Progress {
@@ -33,7 +36,7 @@ impl Progress {
             }
             bar
         });
-        Progress { json, bar, started: Instant::now() }
+        Progress { json, bar, started: Instant::now(), failed: RefCell::new(None) }
     }
 
     /// Prints one JSON event line on stdout (only with `--json`).
@@ -46,9 +49,21 @@ impl Progress {
             map.insert("elapsed_s".into(), json!(self.started.elapsed().as_secs_f64()));
         }
         let mut out = std::io::stdout().lock();
-        // A closed stdout (e.g. `| head`) must not abort a generation; the files still get written.
-        let _ = writeln!(out, "{fields}");
-        let _ = out.flush();
+        // A closed or full stdout must not abort a generation (the files still get written); a
+        // full one is reported by `check` at the end, a closed pipe (`| head`) is not an error.
+        if let Err(e) = writeln!(out, "{fields}").and_then(|()| out.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                self.failed.borrow_mut().get_or_insert(e);
+            }
+        }
+    }
+
+    /// The first error met writing events to stdout, if any (a closed pipe is not one).
+    pub fn check(&self) -> std::io::Result<()> {
+        match self.failed.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Reports a finished step; `nfe_total` counts evaluations over all batches so far.

@@ -21,6 +21,14 @@
 //! * `ln`, `sin` and `cos` are this module's own fixed polynomial evaluations (below), with the
 //!   exact sequence of operations part of the contract.
 //!
+//! # Streams of a generation (also part of the contract)
+//!
+//! * Stream 0 holds the initial noise: sample `k` of a run (0-based, `L` values per sample) takes
+//!   normals `k L .. (k + 1) L` of stream 0 ([`NoiseRng::initial_noise`]).
+//! * Stream `s + 1` holds the fresh noise of sampler step `s` (DDPM; DDIM with eta > 0), laid out
+//!   the same way ([`StepNoise`]). So the noise of a sample never depends on how a run is split
+//!   into batches or threads.
+//!
 //! The first normals for a few seeds are published as test vectors in this file's tests
 //! (`published_vectors`); any platform or release must reproduce them bit for bit.
 //!
@@ -64,10 +72,7 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     let mut key = key;
     for round in 0..10 {
         if round > 0 {
-            key = [
-                key[0].wrapping_add(PHILOX_W0),
-                key[1].wrapping_add(PHILOX_W1),
-            ];
+            key = [key[0].wrapping_add(PHILOX_W0), key[1].wrapping_add(PHILOX_W1)];
         }
         let p0 = u64::from(PHILOX_M0) * u64::from(ctr[0]);
         let p1 = u64::from(PHILOX_M1) * u64::from(ctr[2]);
@@ -123,14 +128,35 @@ impl NoiseRng {
     }
 }
 
+impl NoiseRng {
+    /// The initial noise of samples `first_sample ..` (stream 0), `sample_len` values each.
+    pub fn initial_noise(&self, first_sample: u64, sample_len: usize, out: &mut [f32]) {
+        self.fill_normal(0, first_sample.wrapping_mul(sample_len as u64), out);
+    }
+
+    /// The per-step noise source of a batch whose first sample is number `first_sample`.
+    pub fn step_noise(&self, first_sample: u64, sample_len: usize) -> StepNoise {
+        StepNoise { rng: *self, offset: first_sample.wrapping_mul(sample_len as u64) }
+    }
+}
+
+/// Fresh noise of a stochastic sampler for one batch: step `s` reads stream `s + 1` at the
+/// batch's offset (see the module contract).
+#[derive(Clone, Copy, Debug)]
+pub struct StepNoise {
+    rng: NoiseRng,
+    offset: u64,
+}
+
+impl crate::sampler::NoiseSource for StepNoise {
+    fn fill(&mut self, step: usize, out: &mut [f32]) {
+        self.rng.fill_normal(step as u64 + 1, self.offset, out);
+    }
+}
+
 /// Normals `2 * block` and `2 * block + 1` of `stream` under `key` (see the module contract).
 fn normal_pair(key: [u32; 2], stream: u64, block: u64) -> [f32; 2] {
-    let counter = [
-        block as u32,
-        (block >> 32) as u32,
-        stream as u32,
-        (stream >> 32) as u32,
-    ];
+    let counter = [block as u32, (block >> 32) as u32, stream as u32, (stream >> 32) as u32];
     let x = philox4x32_10(counter, key);
     let a = u64::from(x[0]) | (u64::from(x[1]) << 32);
     let b = u64::from(x[2]) | (u64::from(x[3]) << 32);
@@ -224,11 +250,7 @@ const INV_FACT: [f64; 18] = [
 /// |u| < 2^52 (only [0, 1) is ever used).
 fn sin_cos_turns(u: f64) -> (f64, f64) {
     let t = u * 4.0;
-    let q = if t >= 0.0 {
-        (t + 0.5) as i64
-    } else {
-        (t - 0.5) as i64
-    };
+    let q = if t >= 0.0 { (t + 0.5) as i64 } else { (t - 0.5) as i64 };
     let f = u - q as f64 * 0.25;
     let x = f * std::f64::consts::TAU;
     let x2 = x * x;
@@ -270,19 +292,10 @@ mod tests {
     #[test]
     fn philox_known_answers_random123() {
         // Random123 kat_vectors, philox4x32 with 10 rounds.
+        assert_eq!(philox4x32_10([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(philox4x32_10([u32::MAX; 4], [u32::MAX; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
         assert_eq!(
-            philox4x32_10([0, 0, 0, 0], [0, 0]),
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
-        );
-        assert_eq!(
-            philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
-            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
-        );
-        assert_eq!(
-            philox4x32_10(
-                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-                [0xa4093822, 0x299f31d0]
-            ),
+            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }
@@ -343,17 +356,7 @@ mod tests {
     #[test]
     fn sin_cos_match_std() {
         let mut worst = 0.0f64;
-        let specials = [
-            0.0,
-            0.125,
-            0.25,
-            0.375,
-            0.5,
-            0.625,
-            0.75,
-            0.875,
-            1.0 - TWO_POW_M53,
-        ];
+        let specials = [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0 - TWO_POW_M53];
         for u in sweep(400_000).chain(specials) {
             let (s, c) = sin_cos_turns(u);
             let a = std::f64::consts::TAU * u;
@@ -361,12 +364,7 @@ mod tests {
             let es = (s - a.sin()).abs();
             let ec = (c - a.cos()).abs();
             worst = worst.max(es).max(ec);
-            assert!(
-                es < 1e-14 && ec < 1e-14,
-                "u = {u:e}: ({s}, {c}) vs ({}, {})",
-                a.sin(),
-                a.cos()
-            );
+            assert!(es < 1e-14 && ec < 1e-14, "u = {u:e}: ({s}, {c}) vs ({}, {})", a.sin(), a.cos());
             // sin^2 + cos^2 = 1 independently of std.
             assert!((s * s + c * c - 1.0).abs() < 1e-15);
         }
@@ -393,10 +391,7 @@ mod tests {
                         let o = offset as usize;
                         assert_eq!(
                             part.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                            full[o..o + len]
-                                .iter()
-                                .map(|x| x.to_bits())
-                                .collect::<Vec<_>>(),
+                            full[o..o + len].iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                             "seed {seed} stream {stream} offset {offset} len {len}"
                         );
                     }
@@ -413,15 +408,7 @@ mod tests {
         let stream: u64 = 0x0000_0005_0000_0009;
         let got = normals(seed, stream, 2 * 1000, 2);
         let j: u64 = 1000;
-        let x = philox4x32_10(
-            [
-                j as u32,
-                (j >> 32) as u32,
-                stream as u32,
-                (stream >> 32) as u32,
-            ],
-            [seed as u32, (seed >> 32) as u32],
-        );
+        let x = philox4x32_10([j as u32, (j >> 32) as u32, stream as u32, (stream >> 32) as u32], [seed as u32, (seed >> 32) as u32]);
         let a = u64::from(x[0]) | (u64::from(x[1]) << 32);
         let b = u64::from(x[2]) | (u64::from(x[3]) << 32);
         let u1 = ((a >> 11) + 1) as f64 / 2f64.powi(53);
@@ -430,11 +417,22 @@ mod tests {
         let th = 2.0 * std::f64::consts::PI * u2;
         let want = [(r * th.cos()) as f32, (r * th.sin()) as f32];
         for (g, w) in got.iter().zip(want) {
-            assert!(
-                (g.to_bits() as i64 - w.to_bits() as i64).abs() <= 1,
-                "{g} vs {w}"
-            );
+            assert!((g.to_bits() as i64 - w.to_bits() as i64).abs() <= 1, "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn stream_layout_of_a_generation() {
+        use crate::sampler::NoiseSource;
+        let rng = NoiseRng::new(9);
+        // Samples 3 and 4 of 2 values: normals 6..10 of stream 0.
+        let mut init = [0f32; 4];
+        rng.initial_noise(3, 2, &mut init);
+        assert_eq!(init.to_vec(), normals(9, 0, 6, 4));
+        // Step 2 of a batch starting at sample 3: stream 3 from normal 6.
+        let mut step = [0f32; 4];
+        rng.step_noise(3, 2).fill(2, &mut step);
+        assert_eq!(step.to_vec(), normals(9, 3, 6, 4));
     }
 
     #[test]
@@ -453,25 +451,14 @@ mod tests {
         let v = normals(42, 0, 0, n);
         assert!(v.iter().all(|x| x.is_finite()));
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
-        let var = v
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(2))
-            .sum::<f64>()
-            / n as f64;
-        let m4 = v
-            .iter()
-            .map(|&x| (f64::from(x) - mean).powi(4))
-            .sum::<f64>()
-            / n as f64;
+        let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n as f64;
+        let m4 = v.iter().map(|&x| (f64::from(x) - mean).powi(4)).sum::<f64>() / n as f64;
         // Standard errors: mean 1e-3, var ~1.4e-3, fourth moment ~1e-2; allow ~5 sigma.
         assert!(mean.abs() < 5e-3, "mean {mean}");
         assert!((var - 1.0).abs() < 7e-3, "variance {var}");
         assert!((m4 - 3.0).abs() < 6e-2, "fourth moment {m4}");
         let within_1 = v.iter().filter(|x| x.abs() < 1.0).count() as f64 / n as f64;
-        assert!(
-            (within_1 - 0.682_689_492).abs() < 3e-3,
-            "P(|z|<1) = {within_1}"
-        );
+        assert!((within_1 - 0.682_689_492).abs() < 3e-3, "P(|z|<1) = {within_1}");
     }
 
     #[test]
@@ -510,47 +497,23 @@ mod tests {
     const PUBLISHED: [(u64, [u32; 8], [u32; 8]); 4] = [
         (
             0,
-            [
-                0xbecb9b14, 0xbe9eec28, 0x3fb1841e, 0x3ea88ea2, 0xbe52b9a4, 0x3fbf9284, 0xbf981627,
-                0x3f16bb0b,
-            ],
-            [
-                0xbf6ade83, 0x3edb68ab, 0x3fbedcf7, 0x40044338, 0x3f930a48, 0x3fd8a1e6, 0x3f26ab2b,
-                0xbeda39b4,
-            ],
+            [0xbecb9b14, 0xbe9eec28, 0x3fb1841e, 0x3ea88ea2, 0xbe52b9a4, 0x3fbf9284, 0xbf981627, 0x3f16bb0b],
+            [0xbf6ade83, 0x3edb68ab, 0x3fbedcf7, 0x40044338, 0x3f930a48, 0x3fd8a1e6, 0x3f26ab2b, 0xbeda39b4],
         ),
         (
             1,
-            [
-                0xbde8d12a, 0xbeea6de4, 0xbe93c2cf, 0xbedcb2e9, 0x3f743366, 0xbf031817, 0x401b4faa,
-                0x3f5aa439,
-            ],
-            [
-                0xbfa2954d, 0x3fa2cfa4, 0xbf3e18c5, 0xbfe2ce07, 0x3f08701d, 0xbf905801, 0x3f73f6c4,
-                0x3fb0c641,
-            ],
+            [0xbde8d12a, 0xbeea6de4, 0xbe93c2cf, 0xbedcb2e9, 0x3f743366, 0xbf031817, 0x401b4faa, 0x3f5aa439],
+            [0xbfa2954d, 0x3fa2cfa4, 0xbf3e18c5, 0xbfe2ce07, 0x3f08701d, 0xbf905801, 0x3f73f6c4, 0x3fb0c641],
         ),
         (
             42,
-            [
-                0xbf2a5602, 0x3f849c6e, 0xbfb789ae, 0x3ed8b7eb, 0x3e0a3f85, 0xbf6785de, 0xbf25f3c1,
-                0x3f1d902d,
-            ],
-            [
-                0x3ec8f78d, 0xbefa6ffd, 0x3eb6e99b, 0xbf7ed917, 0xbdd65d98, 0xbf2d3579, 0x3f648ef2,
-                0x3f046eff,
-            ],
+            [0xbf2a5602, 0x3f849c6e, 0xbfb789ae, 0x3ed8b7eb, 0x3e0a3f85, 0xbf6785de, 0xbf25f3c1, 0x3f1d902d],
+            [0x3ec8f78d, 0xbefa6ffd, 0x3eb6e99b, 0xbf7ed917, 0xbdd65d98, 0xbf2d3579, 0x3f648ef2, 0x3f046eff],
         ),
         (
             (1 << 63) + 5,
-            [
-                0xc03d2a42, 0x3f053be3, 0xbe185655, 0xbf566e52, 0x3f84ae75, 0x3fb81cfe, 0xc00b45b5,
-                0x3e6af21c,
-            ],
-            [
-                0xbb42a390, 0xbee1eaa2, 0x3f298040, 0xbf47dbc4, 0xbe9e0ed7, 0x3f0930dc, 0x3f1dc0e6,
-                0xbf7a624e,
-            ],
+            [0xc03d2a42, 0x3f053be3, 0xbe185655, 0xbf566e52, 0x3f84ae75, 0x3fb81cfe, 0xc00b45b5, 0x3e6af21c],
+            [0xbb42a390, 0xbee1eaa2, 0x3f298040, 0xbf47dbc4, 0xbe9e0ed7, 0x3f0930dc, 0x3f1dc0e6, 0xbf7a624e],
         ),
     ];
 
@@ -558,10 +521,7 @@ mod tests {
     fn published_vectors() {
         for (seed, s0, s3) in PUBLISHED {
             let a: Vec<u32> = normals(seed, 0, 0, 8).iter().map(|x| x.to_bits()).collect();
-            let b: Vec<u32> = normals(seed, 3, 1000, 8)
-                .iter()
-                .map(|x| x.to_bits())
-                .collect();
+            let b: Vec<u32> = normals(seed, 3, 1000, 8).iter().map(|x| x.to_bits()).collect();
             assert_eq!(a, s0, "seed {seed}, stream 0, offset 0");
             assert_eq!(b, s3, "seed {seed}, stream 3, offset 1000");
         }

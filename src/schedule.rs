@@ -58,6 +58,8 @@ macro_rules! named_enum {
         impl $ty {
             /// Every valid name, in declaration order.
             pub const NAMES: &'static [&'static str] = &[$($name),+];
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
 
             /// The name used in `scheduler_config.json` and on the command line.
             pub fn name(self) -> &'static str {
@@ -104,6 +106,10 @@ named_enum!(TimestepSpacing, "timestep_spacing", [
     Trailing => "trailing",
 ]);
 
+/// Most training timesteps a schedule may have. Real models use 1,000 (a few, 4,000); beyond
+/// this a config is a typo, and its tables would take gigabytes.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// A model's noise schedule, as its `scheduler_config.json` states it. Keys the runtime does not
 /// use (`clip_sample`, `set_alpha_to_one`, ...) are not represented: see the samplers for the fixed
 /// choices they make.
@@ -141,10 +147,12 @@ impl Default for ScheduleConfig {
 /// Why a schedule or a timestep list could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error(
-        "num_train_timesteps is 0; the scheduler config must give at least 1 training timestep"
-    )]
+    #[error("num_train_timesteps is 0; the scheduler config must give at least 1 training timestep")]
     NoTimesteps,
+    #[error("num_train_timesteps is {0}, more than the {MAX_TRAIN_TIMESTEPS} dualscale accepts; fix the scheduler config")]
+    TooManyTimesteps(usize),
+    #[error("beta_end = {end} is smaller than beta_start = {start}: the noise would shrink with t; swap them in the scheduler config")]
+    BetasDecrease { start: f64, end: f64 },
     #[error("beta_start = {start} and beta_end = {end} must both be finite and in (0, 1); fix them in the scheduler config")]
     BetaRange { start: f64, end: f64 },
     #[error("beta[{index}] = {value} is outside (0, 1); fix beta_start/beta_end or trained_betas in the scheduler config")]
@@ -153,24 +161,14 @@ pub enum ScheduleError {
     TrainedBetasLen { expected: usize, got: usize },
     #[error("steps must be between 1 and {max} (the model's num_train_timesteps), got {steps}")]
     Steps { steps: usize, max: usize },
-    #[error("`{spacing}` spacing with {steps} steps over {train} training timesteps repeats timesteps; use fewer steps or `trailing` spacing")]
-    RepeatedTimesteps {
-        spacing: TimestepSpacing,
-        steps: usize,
-        train: usize,
-    },
+    #[error(
+        "`{spacing}` spacing with {steps} steps over {train} training timesteps repeats timesteps; use fewer steps or `trailing` spacing"
+    )]
+    RepeatedTimesteps { spacing: TimestepSpacing, steps: usize, train: usize },
     #[error("steps_offset {offset} moves timestep {t} past the last training timestep {last}; lower steps_offset or steps")]
-    OffsetTooLarge {
-        offset: usize,
-        t: usize,
-        last: usize,
-    },
+    OffsetTooLarge { offset: usize, t: usize, last: usize },
     #[error("unknown {what} `{got}`; valid values: {valid}")]
-    UnknownName {
-        what: &'static str,
-        got: String,
-        valid: String,
-    },
+    UnknownName { what: &'static str, got: String, valid: String },
 }
 
 /// Noise level of one point of the forward process in the VP parametrisation
@@ -185,27 +183,18 @@ pub struct NoiseLevel {
 
 impl NoiseLevel {
     /// Clean data: alpha = 1, sigma = 0 (lambda = +inf). Where every sampler ends.
-    pub const CLEAN: NoiseLevel = NoiseLevel {
-        alpha: 1.0,
-        sigma: 0.0,
-    };
+    pub const CLEAN: NoiseLevel = NoiseLevel { alpha: 1.0, sigma: 0.0 };
 
     /// From abar = alpha^2.
     pub fn from_abar(abar: f64) -> Self {
-        NoiseLevel {
-            alpha: abar.sqrt(),
-            sigma: (1.0 - abar).sqrt(),
-        }
+        NoiseLevel { alpha: abar.sqrt(), sigma: (1.0 - abar).sqrt() }
     }
 
     /// From the VE sigma s = sigma/alpha: alpha = 1/sqrt(1+s^2), sigma = s alpha (diffusers'
     /// `_sigma_to_alpha_sigma_t`).
     pub fn from_ve_sigma(s: f64) -> Self {
         let alpha = 1.0 / (1.0 + s * s).sqrt();
-        NoiseLevel {
-            alpha,
-            sigma: s * alpha,
-        }
+        NoiseLevel { alpha, sigma: s * alpha }
     }
 
     /// abar = alpha^2.
@@ -240,13 +229,13 @@ impl NoiseSchedule {
         if t_count == 0 {
             return Err(ScheduleError::NoTimesteps);
         }
+        if t_count > MAX_TRAIN_TIMESTEPS {
+            return Err(ScheduleError::TooManyTimesteps(t_count));
+        }
         let betas = match &cfg.trained_betas {
             Some(b) => {
                 if b.len() != t_count {
-                    return Err(ScheduleError::TrainedBetasLen {
-                        expected: t_count,
-                        got: b.len(),
-                    });
+                    return Err(ScheduleError::TrainedBetasLen { expected: t_count, got: b.len() });
                 }
                 b.clone()
             }
@@ -257,23 +246,19 @@ impl NoiseSchedule {
                     if !ok(start) || !ok(end) {
                         return Err(ScheduleError::BetaRange { start, end });
                     }
+                    if end < start {
+                        return Err(ScheduleError::BetasDecrease { start, end });
+                    }
                     if cfg.beta_schedule == BetaSchedule::Linear {
                         linspace(start, end, t_count)
                     } else {
-                        linspace(start.sqrt(), end.sqrt(), t_count)
-                            .into_iter()
-                            .map(|b| b * b)
-                            .collect()
+                        linspace(start.sqrt(), end.sqrt(), t_count).into_iter().map(|b| b * b).collect()
                     }
                 }
                 BetaSchedule::SquaredCosCapV2 => squaredcos_cap_v2_betas(t_count),
             },
         };
-        if let Some((index, &value)) = betas
-            .iter()
-            .enumerate()
-            .find(|(_, &b)| !(b.is_finite() && b > 0.0 && b < 1.0))
-        {
+        if let Some((index, &value)) = betas.iter().enumerate().find(|(_, &b)| !(b.is_finite() && b > 0.0 && b < 1.0)) {
             return Err(ScheduleError::BadBeta { index, value });
         }
         let mut alphas_cumprod = Vec::with_capacity(t_count);
@@ -282,15 +267,8 @@ impl NoiseSchedule {
             abar *= 1.0 - beta;
             alphas_cumprod.push(abar);
         }
-        let ve_sigmas = alphas_cumprod
-            .iter()
-            .map(|&a| ((1.0 - a) / a).sqrt())
-            .collect();
-        Ok(NoiseSchedule {
-            betas,
-            alphas_cumprod,
-            ve_sigmas,
-        })
+        let ve_sigmas = alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
+        Ok(NoiseSchedule { betas, alphas_cumprod, ve_sigmas })
     }
 
     /// T, the number of training timesteps.
@@ -314,9 +292,7 @@ impl NoiseSchedule {
 
     /// Noise level of integer training timestep `t` straight from abar; `None` if t >= T.
     pub fn level_at(&self, t: usize) -> Option<NoiseLevel> {
-        self.alphas_cumprod
-            .get(t)
-            .map(|&abar| NoiseLevel::from_abar(abar))
+        self.alphas_cumprod.get(t).map(|&abar| NoiseLevel::from_abar(abar))
     }
 
     /// VE sigma of a fractional timestep: linear interpolation of the VE sigma over t, as
@@ -404,19 +380,13 @@ fn linspace(start: f64, stop: f64, n: usize) -> Vec<f64> {
 fn arange_down(start: f64, step: f64, max_len: usize) -> Vec<f64> {
     let len = (start / step).ceil().max(0.0) as usize;
     let delta = (start - step) - start;
-    (0..len.min(max_len))
-        .map(|i| start + i as f64 * delta)
-        .collect()
+    (0..len.min(max_len)).map(|i| start + i as f64 * delta).collect()
 }
 
 /// Glide's cosine schedule (Nichol & Dhariwal 2021): `beta_i = min(1 - f((i+1)/T)/f(i/T), 0.999)`
 /// with `f(t) = cos^2((t + 0.008)/1.008 * pi/2)`.
 fn squaredcos_cap_v2_betas(t_count: usize) -> Vec<f64> {
-    let f = |t: f64| {
-        ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
-            .cos()
-            .powi(2)
-    };
+    let f = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
     (0..t_count)
         .map(|i| {
             let t1 = i as f64 / t_count as f64;
@@ -428,39 +398,23 @@ fn squaredcos_cap_v2_betas(t_count: usize) -> Vec<f64> {
 
 fn check_steps(steps: usize, t_count: usize) -> Result<(), ScheduleError> {
     if steps == 0 || steps > t_count {
-        return Err(ScheduleError::Steps {
-            steps,
-            max: t_count,
-        });
+        return Err(ScheduleError::Steps { steps, max: t_count });
     }
     Ok(())
 }
 
 /// Rounds like numpy (half to even), checks strictly decreasing and inside [0, T-1].
-fn to_timesteps(
-    values: &[f64],
-    spacing: TimestepSpacing,
-    t_count: usize,
-    steps_offset: usize,
-) -> Result<Vec<usize>, ScheduleError> {
+fn to_timesteps(values: &[f64], spacing: TimestepSpacing, t_count: usize, steps_offset: usize) -> Result<Vec<usize>, ScheduleError> {
     let mut out = Vec::with_capacity(values.len());
     for &v in values {
         let r = v.round_ties_even();
         // Every value is >= 0 by construction (trailing's smallest is round(T/N) - 1 >= 0).
         let t = r.max(0.0) as usize;
         if t >= t_count {
-            return Err(ScheduleError::OffsetTooLarge {
-                offset: steps_offset,
-                t,
-                last: t_count - 1,
-            });
+            return Err(ScheduleError::OffsetTooLarge { offset: steps_offset, t, last: t_count - 1 });
         }
         if out.last().is_some_and(|&prev| t >= prev) {
-            return Err(ScheduleError::RepeatedTimesteps {
-                spacing,
-                steps: values.len(),
-                train: t_count,
-            });
+            return Err(ScheduleError::RepeatedTimesteps { spacing, steps: values.len(), train: t_count });
         }
         out.push(t);
     }
@@ -487,15 +441,9 @@ pub fn timesteps(
     let values: Vec<f64> = match spacing {
         TimestepSpacing::Leading => {
             let ratio = num_train_timesteps / steps;
-            (0..steps)
-                .rev()
-                .map(|i| (i * ratio).saturating_add(steps_offset) as f64)
-                .collect()
+            (0..steps).rev().map(|i| (i * ratio).saturating_add(steps_offset) as f64).collect()
         }
-        TimestepSpacing::Linspace => linspace(0.0, t_count - 1.0, steps)
-            .into_iter()
-            .rev()
-            .collect(),
+        TimestepSpacing::Linspace => linspace(0.0, t_count - 1.0, steps).into_iter().rev().collect(),
         TimestepSpacing::Trailing => trailing_values(num_train_timesteps, steps),
     };
     to_timesteps(&values, spacing, num_train_timesteps, steps_offset)
@@ -504,10 +452,7 @@ pub fn timesteps(
 /// `round(arange(T, 0, -T/N)) - 1` before rounding, exactly N values.
 fn trailing_values(num_train_timesteps: usize, steps: usize) -> Vec<f64> {
     let t_count = num_train_timesteps as f64;
-    arange_down(t_count, t_count / steps as f64, steps)
-        .into_iter()
-        .map(|v| v.round_ties_even() - 1.0)
-        .collect()
+    arange_down(t_count, t_count / steps as f64, steps).into_iter().map(|v| v.round_ties_even() - 1.0).collect()
 }
 
 /// The N integer timesteps of the multistep solvers (diffusers `DPMSolverMultistepScheduler` and
@@ -529,16 +474,9 @@ pub fn timesteps_multistep(
     let values: Vec<f64> = match spacing {
         TimestepSpacing::Leading => {
             let ratio = num_train_timesteps / (steps + 1);
-            (1..=steps)
-                .rev()
-                .map(|i| (i * ratio).saturating_add(steps_offset) as f64)
-                .collect()
+            (1..=steps).rev().map(|i| (i * ratio).saturating_add(steps_offset) as f64).collect()
         }
-        TimestepSpacing::Linspace => linspace(0.0, t_count - 1.0, steps + 1)
-            .into_iter()
-            .rev()
-            .take(steps)
-            .collect(),
+        TimestepSpacing::Linspace => linspace(0.0, t_count - 1.0, steps + 1).into_iter().rev().take(steps).collect(),
         TimestepSpacing::Trailing => trailing_values(num_train_timesteps, steps),
     };
     to_timesteps(&values, spacing, num_train_timesteps, steps_offset)
@@ -558,18 +496,9 @@ pub fn timesteps_fractional(
         TimestepSpacing::Linspace => {
             check_steps(steps, num_train_timesteps)?;
             let last = num_train_timesteps as f64 - 1.0;
-            Ok(linspace(0.0, last, steps)
-                .into_iter()
-                .rev()
-                .map(|t| t as f32 as f64)
-                .collect())
+            Ok(linspace(0.0, last, steps).into_iter().rev().map(|t| t as f32 as f64).collect())
         }
-        _ => Ok(
-            timesteps(spacing, steps, num_train_timesteps, steps_offset)?
-                .into_iter()
-                .map(|t| t as f64)
-                .collect(),
-        ),
+        _ => Ok(timesteps(spacing, steps, num_train_timesteps, steps_offset)?.into_iter().map(|t| t as f64).collect()),
     }
 }
 
@@ -578,10 +507,7 @@ mod tests {
     use super::*;
 
     fn linear(t: usize) -> ScheduleConfig {
-        ScheduleConfig {
-            num_train_timesteps: t,
-            ..ScheduleConfig::default()
-        }
+        ScheduleConfig { num_train_timesteps: t, ..ScheduleConfig::default() }
     }
 
     #[test]
@@ -591,11 +517,7 @@ mod tests {
         assert_eq!(s.num_train_timesteps(), 100);
         let abar = s.alphas_cumprod();
         // numpy f64: cumprod(1 - linspace(1e-4, 0.02, 100))[-1] = 0.36356324805549.
-        assert!(
-            (abar[99] - 0.363_563_248_055_49).abs() < 1e-12,
-            "abar[99] = {}",
-            abar[99]
-        );
+        assert!((abar[99] - 0.363_563_248_055_49).abs() < 1e-12, "abar[99] = {}", abar[99]);
         assert!((abar[0] - 0.9999).abs() < 1e-12);
         assert!((s.betas()[99] - 0.02).abs() < 1e-15);
         // Strictly decreasing, VE sigma strictly increasing.
@@ -608,25 +530,17 @@ mod tests {
         // DDPM default: numpy f64 gives abar[999] = 4.035829765375676e-05.
         let s = NoiseSchedule::new(&linear(1000)).unwrap();
         let a = s.alphas_cumprod()[999];
-        assert!(
-            (a - 4.035_829_765_375_676e-5).abs() < 1e-15,
-            "abar[999] = {a}"
-        );
+        assert!((a - 4.035_829_765_375_676e-5).abs() < 1e-15, "abar[999] = {a}");
     }
 
     #[test]
     fn scaled_linear_betas() {
-        let cfg = ScheduleConfig {
-            beta_start: 0.00085,
-            beta_end: 0.012,
-            beta_schedule: BetaSchedule::ScaledLinear,
-            ..ScheduleConfig::default()
-        };
+        let cfg =
+            ScheduleConfig { beta_start: 0.00085, beta_end: 0.012, beta_schedule: BetaSchedule::ScaledLinear, ..ScheduleConfig::default() };
         let s = NoiseSchedule::new(&cfg).unwrap();
         assert!((s.betas()[0] - 0.00085).abs() < 1e-15);
         assert!((s.betas()[999] - 0.012).abs() < 1e-15);
-        let mid =
-            (0.00085f64.sqrt() + (0.012f64.sqrt() - 0.00085f64.sqrt()) * 500.0 / 999.0).powi(2);
+        let mid = (0.00085f64.sqrt() + (0.012f64.sqrt() - 0.00085f64.sqrt()) * 500.0 / 999.0).powi(2);
         assert!((s.betas()[500] - mid).abs() < 1e-15);
         // SD 1.x (numpy f64): abar[999] = 0.004660098513077238.
         let a = s.alphas_cumprod()[999];
@@ -635,44 +549,26 @@ mod tests {
 
     #[test]
     fn squaredcos_cap_v2_matches_formula_and_cap() {
-        let cfg = ScheduleConfig {
-            beta_schedule: BetaSchedule::SquaredCosCapV2,
-            ..linear(1000)
-        };
+        let cfg = ScheduleConfig { beta_schedule: BetaSchedule::SquaredCosCapV2, ..linear(1000) };
         let s = NoiseSchedule::new(&cfg).unwrap();
-        let f = |t: f64| {
-            ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
-                .cos()
-                .powi(2)
-        };
+        let f = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
         // abar follows f(t)/f(0) closely except where the cap bites.
         let abar = s.alphas_cumprod();
         for t in [0usize, 100, 500, 900] {
             let expect = f((t + 1) as f64 / 1000.0) / f(0.0);
-            assert!(
-                (abar[t] - expect).abs() < 1e-9,
-                "t={t}: {} vs {expect}",
-                abar[t]
-            );
+            assert!((abar[t] - expect).abs() < 1e-9, "t={t}: {} vs {expect}", abar[t]);
         }
         // f(1) = cos^2(pi/2) ~ 0, so the last beta is capped at 0.999.
         assert_eq!(s.betas()[999], 0.999);
         assert!(s.betas().iter().all(|&b| b <= 0.999));
         // beta_start/end are ignored.
-        let other = ScheduleConfig {
-            beta_start: 0.3,
-            beta_end: 0.4,
-            ..cfg
-        };
+        let other = ScheduleConfig { beta_start: 0.3, beta_end: 0.4, ..cfg };
         assert_eq!(NoiseSchedule::new(&other).unwrap().betas(), s.betas());
     }
 
     #[test]
     fn trained_betas_replace_schedule() {
-        let cfg = ScheduleConfig {
-            trained_betas: Some(vec![0.1, 0.2, 0.5]),
-            ..linear(3)
-        };
+        let cfg = ScheduleConfig { trained_betas: Some(vec![0.1, 0.2, 0.5]), ..linear(3) };
         let s = NoiseSchedule::new(&cfg).unwrap();
         let abar = s.alphas_cumprod();
         assert!((abar[0] - 0.9).abs() < 1e-15);
@@ -682,52 +578,20 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_errors() {
-        assert_eq!(
-            NoiseSchedule::new(&linear(0)),
-            Err(ScheduleError::NoTimesteps)
-        );
-        let short = ScheduleConfig {
-            trained_betas: Some(vec![0.1]),
-            ..linear(3)
-        };
-        assert_eq!(
-            NoiseSchedule::new(&short),
-            Err(ScheduleError::TrainedBetasLen {
-                expected: 3,
-                got: 1
-            })
-        );
-        let bad = ScheduleConfig {
-            trained_betas: Some(vec![0.1, 1.0, 0.2]),
-            ..linear(3)
-        };
-        assert_eq!(
-            NoiseSchedule::new(&bad),
-            Err(ScheduleError::BadBeta {
-                index: 1,
-                value: 1.0
-            })
-        );
-        let zero = ScheduleConfig {
-            beta_start: 0.0,
-            ..linear(10)
-        };
-        assert!(matches!(
-            NoiseSchedule::new(&zero),
-            Err(ScheduleError::BetaRange { .. })
-        ));
-        let nan = ScheduleConfig {
-            beta_end: f64::NAN,
-            ..linear(10)
-        };
-        assert!(matches!(
-            NoiseSchedule::new(&nan),
-            Err(ScheduleError::BetaRange { .. })
-        ));
-        for e in [
-            ScheduleError::NoTimesteps,
-            ScheduleError::Steps { steps: 0, max: 10 },
-        ] {
+        assert_eq!(NoiseSchedule::new(&linear(0)), Err(ScheduleError::NoTimesteps));
+        // Once a 800 GB allocation and an abort.
+        assert_eq!(NoiseSchedule::new(&linear(100_000_000_000)), Err(ScheduleError::TooManyTimesteps(100_000_000_000)));
+        let decreasing = ScheduleConfig { beta_start: 0.02, beta_end: 0.0001, ..linear(10) };
+        assert!(matches!(NoiseSchedule::new(&decreasing), Err(ScheduleError::BetasDecrease { .. })));
+        let short = ScheduleConfig { trained_betas: Some(vec![0.1]), ..linear(3) };
+        assert_eq!(NoiseSchedule::new(&short), Err(ScheduleError::TrainedBetasLen { expected: 3, got: 1 }));
+        let bad = ScheduleConfig { trained_betas: Some(vec![0.1, 1.0, 0.2]), ..linear(3) };
+        assert_eq!(NoiseSchedule::new(&bad), Err(ScheduleError::BadBeta { index: 1, value: 1.0 }));
+        let zero = ScheduleConfig { beta_start: 0.0, ..linear(10) };
+        assert!(matches!(NoiseSchedule::new(&zero), Err(ScheduleError::BetaRange { .. })));
+        let nan = ScheduleConfig { beta_end: f64::NAN, ..linear(10) };
+        assert!(matches!(NoiseSchedule::new(&nan), Err(ScheduleError::BetaRange { .. })));
+        for e in [ScheduleError::NoTimesteps, ScheduleError::Steps { steps: 0, max: 10 }] {
             assert!(!e.to_string().contains('\n'));
         }
     }
@@ -744,10 +608,7 @@ mod tests {
             assert_eq!(n.parse::<TimestepSpacing>().unwrap().name(), n);
         }
         let e = "cosine".parse::<BetaSchedule>().unwrap_err().to_string();
-        assert!(
-            e.contains("linear, scaled_linear, squaredcos_cap_v2"),
-            "{e}"
-        );
+        assert!(e.contains("linear, scaled_linear, squaredcos_cap_v2"), "{e}");
         let e = "eps".parse::<PredictionType>().unwrap_err().to_string();
         assert!(e.contains("epsilon, v_prediction, sample"), "{e}");
         // serde names are the same strings.
@@ -755,42 +616,24 @@ mod tests {
         assert_eq!(p, PredictionType::VPrediction);
         let b: BetaSchedule = serde_json::from_str("\"squaredcos_cap_v2\"").unwrap();
         assert_eq!(b, BetaSchedule::SquaredCosCapV2);
-        assert_eq!(
-            serde_json::to_string(&TimestepSpacing::Trailing).unwrap(),
-            "\"trailing\""
-        );
+        assert_eq!(serde_json::to_string(&TimestepSpacing::Trailing).unwrap(), "\"trailing\"");
     }
 
     #[test]
     fn spacings_match_hand_computed_lists() {
         use TimestepSpacing::*;
         // leading: arange(10) * 10 reversed + 1.
-        assert_eq!(
-            timesteps(Leading, 10, 100, 1).unwrap(),
-            vec![91, 81, 71, 61, 51, 41, 31, 21, 11, 1]
-        );
+        assert_eq!(timesteps(Leading, 10, 100, 1).unwrap(), vec![91, 81, 71, 61, 51, 41, 31, 21, 11, 1]);
         assert_eq!(timesteps(Leading, 4, 10, 0).unwrap(), vec![6, 4, 2, 0]);
         // linspace: round(linspace(0, 99, 10)) reversed; spacing 11 exactly.
-        assert_eq!(
-            timesteps(Linspace, 10, 100, 7).unwrap(),
-            vec![99, 88, 77, 66, 55, 44, 33, 22, 11, 0]
-        );
+        assert_eq!(timesteps(Linspace, 10, 100, 7).unwrap(), vec![99, 88, 77, 66, 55, 44, 33, 22, 11, 0]);
         // linspace(0, 999, 4) = 0, 333, 666, 999.
-        assert_eq!(
-            timesteps(Linspace, 4, 1000, 0).unwrap(),
-            vec![999, 666, 333, 0]
-        );
+        assert_eq!(timesteps(Linspace, 4, 1000, 0).unwrap(), vec![999, 666, 333, 0]);
         // trailing: round(arange(100, 0, -33.33)) - 1 = [100, 67, 33] - 1.
         assert_eq!(timesteps(Trailing, 3, 100, 0).unwrap(), vec![99, 66, 32]);
-        assert_eq!(
-            timesteps(Trailing, 7, 1000, 0).unwrap(),
-            vec![999, 856, 713, 570, 428, 285, 142]
-        );
+        assert_eq!(timesteps(Trailing, 7, 1000, 0).unwrap(), vec![999, 856, 713, 570, 428, 285, 142]);
         // trailing with 12.5-steps: numpy rounds ties to even (87.5 -> 88, 62.5 -> 62).
-        assert_eq!(
-            timesteps(Trailing, 8, 100, 0).unwrap(),
-            vec![99, 87, 74, 61, 49, 37, 24, 11]
-        );
+        assert_eq!(timesteps(Trailing, 8, 100, 0).unwrap(), vec![99, 87, 74, 61, 49, 37, 24, 11]);
         // T = 100, N = 29: numpy's arange gives 30 values (last -1); we give 29.
         let t = timesteps(Trailing, 29, 100, 0).unwrap();
         assert_eq!(t.len(), 29);
@@ -806,37 +649,16 @@ mod tests {
     fn multistep_spacings_use_n_plus_one_points() {
         use TimestepSpacing::*;
         // round(linspace(0, 99, 11)) = 0,10,20,30,40,50 (49.5 -> 50, ties to even),59,69,79,89,99.
-        assert_eq!(
-            timesteps_multistep(Linspace, 10, 100, 0).unwrap(),
-            vec![99, 89, 79, 69, 59, 50, 40, 30, 20, 10]
-        );
+        assert_eq!(timesteps_multistep(Linspace, 10, 100, 0).unwrap(), vec![99, 89, 79, 69, 59, 50, 40, 30, 20, 10]);
         // leading: arange(11) * (100 // 11 = 9), reversed, drop 0, + 1.
-        assert_eq!(
-            timesteps_multistep(Leading, 10, 100, 1).unwrap(),
-            vec![91, 82, 73, 64, 55, 46, 37, 28, 19, 10]
-        );
-        assert_eq!(
-            timesteps_multistep(Trailing, 3, 100, 0).unwrap(),
-            vec![99, 66, 32]
-        );
-        assert_eq!(
-            timesteps_multistep(Linspace, 1, 1000, 0).unwrap(),
-            vec![999]
-        );
+        assert_eq!(timesteps_multistep(Leading, 10, 100, 1).unwrap(), vec![91, 82, 73, 64, 55, 46, 37, 28, 19, 10]);
+        assert_eq!(timesteps_multistep(Trailing, 3, 100, 0).unwrap(), vec![99, 66, 32]);
+        assert_eq!(timesteps_multistep(Linspace, 1, 1000, 0).unwrap(), vec![999]);
         // N = T: linspace over N+1 points repeats, and leading's ratio T // (N+1) is 0.
-        assert!(matches!(
-            timesteps_multistep(Linspace, 100, 100, 0),
-            Err(ScheduleError::RepeatedTimesteps { .. })
-        ));
-        assert!(matches!(
-            timesteps_multistep(Leading, 100, 100, 0),
-            Err(ScheduleError::RepeatedTimesteps { .. })
-        ));
+        assert!(matches!(timesteps_multistep(Linspace, 100, 100, 0), Err(ScheduleError::RepeatedTimesteps { .. })));
+        assert!(matches!(timesteps_multistep(Leading, 100, 100, 0), Err(ScheduleError::RepeatedTimesteps { .. })));
         // leading with N = 60: ratio 1, timesteps 60..1.
-        assert_eq!(
-            timesteps_multistep(Leading, 60, 100, 0).unwrap(),
-            (1..=60).rev().collect::<Vec<_>>()
-        );
+        assert_eq!(timesteps_multistep(Leading, 60, 100, 0).unwrap(), (1..=60).rev().collect::<Vec<_>>());
     }
 
     #[test]
@@ -859,17 +681,7 @@ mod tests {
             assert!(timesteps_fractional(TimestepSpacing::Linspace, steps, 100, 0).is_err());
         }
         let e = timesteps(TimestepSpacing::Leading, 100, 100, 1).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                ScheduleError::OffsetTooLarge {
-                    offset: 1,
-                    t: 100,
-                    last: 99
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, ScheduleError::OffsetTooLarge { offset: 1, t: 100, last: 99 }), "{e:?}");
         // An absurd offset is an error, not an overflow.
         assert!(timesteps(TimestepSpacing::Leading, 10, 100, usize::MAX).is_err());
         assert!(timesteps_multistep(TimestepSpacing::Leading, 10, 100, usize::MAX).is_err());

@@ -48,8 +48,7 @@ fn assert_fails(o: &Output, code: i32, needle: &str) {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -93,8 +92,7 @@ fn generate_writes_points_csv_npy_png_json_from_the_embedded_model() {
     assert_eq!(csv.lines().count(), 601);
     let png = image::open(out.path().join("dino-dualscale-s0-0.png")).unwrap();
     assert!(png.width() >= 200);
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("dino-dualscale-s0-0.json")).unwrap()).unwrap();
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("dino-dualscale-s0-0.json")).unwrap()).unwrap();
     assert_eq!(sidecar["sampler"], "unipc");
     assert_eq!(sidecar["steps"], 10);
     assert_eq!(sidecar["init"], "data");
@@ -128,7 +126,19 @@ fn same_seed_same_points_and_batching_does_not_change_them() {
     let max = pa.iter().zip(&pc).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(max < 1e-4, "batch 100 vs 240 differ by {max}");
     let other = tempfile::tempdir().unwrap();
-    let o = dualscale(&["generate", "--count", "240", "--steps", "8", "--sampler", "ddpm", "--seed", "8", "--out", other.path().to_str().unwrap()]);
+    let o = dualscale(&[
+        "generate",
+        "--count",
+        "240",
+        "--steps",
+        "8",
+        "--sampler",
+        "ddpm",
+        "--seed",
+        "8",
+        "--out",
+        other.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let (_, pd) = read_npy(&other.path().join("dino-dualscale-s8-0.npy"));
     assert_ne!(pa, pd, "another seed, other points");
@@ -138,7 +148,18 @@ fn same_seed_same_points_and_batching_does_not_change_them() {
 fn every_sampler_runs_on_the_real_model() {
     for sampler in ["ddpm", "ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "adaptive"] {
         let out = tempfile::tempdir().unwrap();
-        let o = dualscale(&["generate", "--sampler", sampler, "--steps", "6", "--count", "100", "--json", "--out", out.path().to_str().unwrap()]);
+        let o = dualscale(&[
+            "generate",
+            "--sampler",
+            sampler,
+            "--steps",
+            "6",
+            "--count",
+            "100",
+            "--json",
+            "--out",
+            out.path().to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(0), "{sampler}: {}", stderr(&o));
         let events: Vec<serde_json::Value> =
             String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
@@ -161,7 +182,11 @@ fn time_budget_reports_its_choice() {
     let o = dualscale(&["generate", "--time-budget", &budget, "--count", "500", "--json", "--out", out.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    let budget: serde_json::Value = stdout.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|e| e["event"] == "budget").expect("budget event");
+    let budget: serde_json::Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "budget")
+        .expect("budget event");
     assert!(budget["steps"].as_u64().unwrap() >= 1);
     assert!(budget["eval_ms"].as_f64().unwrap() > 0.0);
     let empty = tempfile::tempdir().unwrap();
@@ -179,14 +204,28 @@ fn init_noise_file_drives_the_run() {
     let mut outs = Vec::new();
     for seed in ["1", "2"] {
         let out = tempfile::tempdir().unwrap();
-        let o = dualscale(&["generate", "--init-noise", npy.to_str().unwrap(), "--count", "100", "--steps", "5", "--seed", seed, "--name", "x", "--out", out.path().to_str().unwrap()]);
+        let o = dualscale(&[
+            "generate",
+            "--init-noise",
+            npy.to_str().unwrap(),
+            "--count",
+            "100",
+            "--steps",
+            "5",
+            "--seed",
+            seed,
+            "--name",
+            "x",
+            "--out",
+            out.path().to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         outs.push(read_npy(&out.path().join("x.npy")).1);
     }
     assert_eq!(outs[0], outs[1], "deterministic sampler from the same noise file ignores the seed");
     let out = tempfile::tempdir().unwrap();
     let o = dualscale(&["generate", "--init-noise", npy.to_str().unwrap(), "--count", "50", "--out", out.path().to_str().unwrap()]);
-    assert_fails(&o, 1, "--init-noise");
+    assert_fails(&o, 2, "--init-noise");
     assert!(files_in(out.path()).is_empty());
 }
 
@@ -195,7 +234,21 @@ fn diffusers_unet_with_scheduler_config_generates_an_image() {
     for fixture in ["unet", "unet-external"] {
         let out = tempfile::tempdir().unwrap();
         let model = repo().join("tests/fixtures").join(fixture).join("model.onnx");
-        let o = dualscale(&["generate", "--model", model.to_str().unwrap(), "--steps", "3", "--sampler", "ddim", "--count", "2", "--name", "img-{index}", "--out", out.path().to_str().unwrap()]);
+        let o = dualscale(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--steps",
+            "3",
+            "--sampler",
+            "ddim",
+            "--count",
+            "2",
+            "--name",
+            "img-{index}",
+            "--out",
+            out.path().to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(0), "{fixture}: {}", stderr(&o));
         assert_eq!(files_in(out.path()), ["img-0.json", "img-0.png", "img-1.json", "img-1.png"], "{fixture}");
         let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(out.path().join("img-0.png")).unwrap()));
@@ -225,8 +278,7 @@ fn info_shows_the_embedded_model_verified() {
 fn eval_scores_generated_points_against_the_dataset() {
     // The estimator through the binary on the recipe's fixture: Python's value, to rounding.
     let fixture = repo().join("tests/fixtures/kl");
-    let expected: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture.join("expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture.join("expected.json")).unwrap()).unwrap();
     let o = dualscale(&["eval", fixture.join("samples.npy").to_str().unwrap(), "--reference", fixture.join("data.npy").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let kl: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
@@ -267,7 +319,19 @@ fn every_shipped_model_loads_verifies_and_generates() {
         assert_eq!(info.status.code(), Some(0), "{m}: {}", stderr(&info));
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["verified"], true, "{m}");
-        let o = dualscale(&["generate", "--model", m, "--count", "32", "--steps", "3", "--name", "{model}", "--out", out.path().to_str().unwrap()]);
+        let o = dualscale(&[
+            "generate",
+            "--model",
+            m,
+            "--count",
+            "32",
+            "--steps",
+            "3",
+            "--name",
+            "{model}",
+            "--out",
+            out.path().to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(0), "{m}: {}", stderr(&o));
         let name = info["name"].as_str().unwrap();
         let (shape, data) = read_npy(&out.path().join(format!("{name}.npy")));
@@ -336,7 +400,12 @@ fn tiny_model(inputs: &[(&str, &[i64])], op: &str, out_name: &str) -> Vec<u8> {
     let x = inputs[0].0;
     let node = pb::NodeProto { op_type: op.into(), input: vec![x.into(), x.into()], output: vec![out_name.into()], ..Default::default() };
     let zero = pb::NodeProto { op_type: "Sub".into(), input: vec![x.into(), x.into()], output: vec!["zero".into()], ..Default::default() };
-    let nan = pb::NodeProto { op_type: "Div".into(), input: vec!["zero".into(), "zero".into()], output: vec![out_name.into()], ..Default::default() };
+    let nan = pb::NodeProto {
+        op_type: "Div".into(),
+        input: vec!["zero".into(), "zero".into()],
+        output: vec![out_name.into()],
+        ..Default::default()
+    };
     let nodes = if op == "NaN" { vec![zero, nan] } else { vec![node] };
     let graph = pb::GraphProto {
         name: "tiny".into(),
@@ -394,7 +463,18 @@ fn manifest_invalid_json_missing_keys_wrong_sha() {
     assert_fails(&generate_with_model(&p, out.path()), 1, "--allow-unverified");
     assert!(files_in(out.path()).is_empty());
     // and the escape hatch works
-    let o = dualscale(&["generate", "--model", p.to_str().unwrap(), "--allow-unverified", "--count", "50", "--steps", "2", "--out", out.path().to_str().unwrap()]);
+    let o = dualscale(&[
+        "generate",
+        "--model",
+        p.to_str().unwrap(),
+        "--allow-unverified",
+        "--count",
+        "50",
+        "--steps",
+        "2",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
@@ -411,18 +491,23 @@ fn bad_step_counts_and_unknown_sampler_are_usage_errors() {
 }
 
 #[test]
-fn missing_or_unwritable_output_directory() {
-    let o = dualscale(&["generate", "--count", "10", "--out", "/nonexistent/dir"]);
-    assert_fails(&o, 1, "does not exist");
+fn output_directory_is_created_but_never_over_a_file() {
     let dir = tempfile::tempdir().unwrap();
+    // mkdir -p semantics: a missing directory and its parents are created.
+    let nested = dir.path().join("a/b/c");
+    let o = dualscale(&["generate", "--count", "10", "--steps", "2", "--out", nested.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(files_in(&nested).len(), 4);
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     let o = dualscale(&["generate", "--count", "10", "--out", file.to_str().unwrap()]);
     assert_fails(&o, 1, "not a directory");
+    let o = dualscale(&["generate", "--count", "10", "--out", file.join("sub").to_str().unwrap()]);
+    assert_fails(&o, 1, "cannot create output directory");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
     // /proc/self is a directory no one may create files in, root included
     let o = dualscale(&["generate", "--count", "10", "--steps", "2", "--out", "/proc/self"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(!stderr(&o).contains("panicked"));
+    assert_fails(&o, 1, "/proc/self");
 }
 
 #[test]
@@ -461,6 +546,8 @@ fn interrupted_run_exits_130_and_writes_nothing() {
     let rest: Vec<String> = events.map(|l| l.unwrap()).collect();
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 130, "interrupted");
+    // The message names the step and the batch (once always `step 0` in batched runs).
+    assert!(stderr(&o).contains("(batch "), "{}", stderr(&o));
     assert!(!rest.iter().any(|l| l.contains(r#""event":"done""#)), "the run finished anyway");
     assert!(files_in(out.path()).is_empty(), "{:?}", files_in(out.path()));
 }
@@ -472,7 +559,7 @@ fn interrupted_run_exits_130_and_writes_nothing() {
 fn device_cuda_without_cuda_fails_clearly_and_auto_falls_back_to_the_cpu() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    assert_fails(&dualscale(&["generate", "--device", "gpu", "--out", o]), 2, "--device: unknown device `gpu`");
+    assert_fails(&dualscale(&["generate", "--device", "gpu", "--out", o]), 2, "'gpu' for '--device");
     let cuda = dualscale(&["generate", "--device", "cuda", "--count", "50", "--steps", "2", "--out", o]);
     if cuda.status.code() == Some(0) {
         eprintln!("this machine runs CUDA; the no-CUDA half of this test does not apply");
@@ -501,8 +588,7 @@ fn device_cuda_without_cuda_fails_clearly_and_auto_falls_back_to_the_cpu() {
 fn bench_times_batches_and_names_the_slowest_nodes() {
     let o = dualscale(&["bench", "--batch", "1,64", "--iters", "2", "--nodes", "3", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let rows: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 64]);
     for row in &rows {
         assert!(row["median_ms"].as_f64().unwrap() > 0.0, "{row}");
@@ -552,4 +638,337 @@ fn fp16_model_computes_in_f16_only_with_native_f16_and_matches_fp32() {
     assert_eq!(shape, vec![200, 2]);
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(worst < 0.05, "fp16 and fp32 models differ by {worst}");
+}
+
+// ---- issue 8: what a hostile-input and interruption test of the binary found ----
+
+/// A tmpfs of `size` mounted for the test, or `None` (with a message) where this process may not
+/// mount one (not root, or a container without CAP_SYS_ADMIN).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.path().to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here (needs root); the all-or-nothing write is also unit-tested in src/output/atomic.rs"
+            );
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_during_overwrite_keeps_the_previous_results() {
+    let Some(fs) = Tmpfs::mount("64k") else { return };
+    let o = fs.dir.path().to_str().unwrap();
+    let first = dualscale(&["generate", "--count", "300", "--steps", "5", "--out", o]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let before: Vec<(String, Vec<u8>)> =
+        files_in(fs.dir.path()).into_iter().map(|n| (n.clone(), std::fs::read(fs.dir.path().join(&n)).unwrap())).collect();
+    assert_eq!(before.len(), 4);
+    let second = dualscale(&["generate", "--count", "600", "--steps", "5", "--overwrite", "--out", o]);
+    assert_fails(&second, 1, "disk full");
+    let after: Vec<(String, Vec<u8>)> =
+        files_in(fs.dir.path()).into_iter().map(|n| (n.clone(), std::fs::read(fs.dir.path().join(&n)).unwrap())).collect();
+    assert!(after == before, "the previous set changed: {:?}", files_in(fs.dir.path()));
+}
+
+#[test]
+fn signals_during_the_write_phase_leave_all_or_nothing() {
+    use std::io::BufRead;
+    let unet = repo().join("tests/fixtures/unet/model.onnx");
+    for signals in [1, 2] {
+        let out = tempfile::tempdir().unwrap();
+        // 400 images of 1 step: a short sampling phase and a write phase of 800 files.
+        let mut child = command()
+            .args(["generate", "--model", unet.to_str().unwrap(), "--steps", "1", "--count", "400", "--batch", "400", "--json"])
+            .args(["--name", "i{index}", "--out", out.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut events = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let write = events.by_ref().map(|l| l.unwrap()).find(|l| l.contains(r#""event":"write""#));
+        assert!(write.is_some(), "no write event");
+        for _ in 0..signals {
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        }
+        let _rest: Vec<String> = events.map(|l| l.unwrap()).collect();
+        let o = child.wait_with_output().unwrap();
+        let files = files_in(out.path());
+        assert!(files.iter().all(|f| !f.starts_with('.')), "{signals} signal(s): temporary files left: {files:?}");
+        match o.status.code() {
+            Some(130) => {
+                assert!(files.is_empty(), "{signals} signal(s): exit 130 with {} files", files.len());
+                assert_fails(&o, 130, "nothing was written");
+            }
+            // The signal came after the set was committed: the run finished.
+            Some(0) => assert_eq!(files.len(), 800, "{signals} signal(s)"),
+            other => panic!("{signals} signal(s): exit {other:?}: {}", stderr(&o)),
+        }
+    }
+}
+
+#[test]
+fn sizes_are_checked_before_anything_is_allocated() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    // Once a 51 GB allocation after 24 s, and an abort.
+    let started = std::time::Instant::now();
+    assert_fails(&dualscale(&["generate", "--count", "100000000", "--out", o]), 2, "split the work");
+    assert!(started.elapsed().as_secs() < 20, "not refused up front");
+    assert_fails(&dualscale(&["generate", "--count", "1000000", "--batch", "1000000", "--out", o]), 2, "lower --batch");
+    // Once panics: an overflowing duration, an absurd schedule length from a flag or a file.
+    assert_fails(&dualscale(&["generate", "--time-budget", "1e20", "--out", o]), 2, "--time-budget");
+    assert_fails(&dualscale(&["generate", "--train-timesteps", "100000000000", "--out", o]), 2, "--train-timesteps");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/unet/model.onnx"), &model).unwrap();
+    std::fs::write(dir.path().join("scheduler_config.json"), r#"{"_class_name": "DDPMScheduler", "num_train_timesteps": 100000000000}"#)
+        .unwrap();
+    assert_fails(&dualscale(&["info", model.to_str().unwrap()]), 1, "num_train_timesteps");
+    assert_fails(&generate_with_model(&model, out.path()), 1, "num_train_timesteps");
+    assert!(files_in(out.path()).is_empty());
+}
+
+#[test]
+fn a_full_stdout_is_an_error_line_not_a_panic() {
+    let out = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o =
+        command().args(["generate", "--count", "20", "--steps", "2", "--out", out.path().to_str().unwrap()]).stdout(full).output().unwrap();
+    assert_fails(&o, 1, "standard output");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = command().args(["info"]).stdout(full).output().unwrap();
+    assert_fails(&o, 1, "standard output");
+}
+
+#[test]
+fn the_default_batch_is_bounded_and_results_do_not_depend_on_it() {
+    let out = tempfile::tempdir().unwrap();
+    let o = dualscale(&[
+        "generate",
+        "--count",
+        "5000",
+        "--steps",
+        "2",
+        "--sampler",
+        "ddpm",
+        "--name",
+        "a",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("a.json")).unwrap()).unwrap();
+    let batch = sidecar["batch"].as_u64().unwrap();
+    assert!(batch < 5000, "default batch {batch} is the whole count");
+    let o = dualscale(&[
+        "generate",
+        "--count",
+        "5000",
+        "--steps",
+        "2",
+        "--sampler",
+        "ddpm",
+        "--batch",
+        "5000",
+        "--name",
+        "b",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(read_npy(&out.path().join("a.npy")), read_npy(&out.path().join("b.npy")));
+}
+
+#[test]
+fn external_weights_are_covered_by_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo().join("tests/fixtures/unet-external");
+    for f in ["model.onnx", "model.onnx.data", "scheduler_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let model = dir.path().join("model.onnx");
+    let sha = |p: &Path| dualscale::manifest::sha256_hex(&std::fs::read(p).unwrap());
+    let manifest = |external: Option<String>| {
+        let mut m = serde_json::json!({
+            "format": "dualscale-manifest/1", "name": "unet-external", "kind": "image", "sha256": sha(&model),
+            "prediction_type": "epsilon",
+            "scheduler": {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"},
+        });
+        if let Some(e) = external {
+            m["external_data_sha256"] = serde_json::json!({"model.onnx.data": e});
+        }
+        std::fs::write(dir.path().join("model.json"), m.to_string()).unwrap();
+    };
+    let info = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&dualscale(&["info", path.to_str().unwrap(), "--json"]).stdout).unwrap()
+    };
+    // Only the .onnx file's hash: not "verified", and it says why.
+    manifest(None);
+    let i = info(&model);
+    assert_eq!(i["verified"], false, "{i}");
+    assert!(i["verification"].as_str().unwrap().contains("model.onnx.data"), "{i}");
+    // With the weights' hash: verified; with corrupted weights: refused.
+    manifest(Some(sha(&dir.path().join("model.onnx.data"))));
+    assert_eq!(info(&model)["verified"], true);
+    let mut data = std::fs::read(dir.path().join("model.onnx.data")).unwrap();
+    data[1000] ^= 0x40;
+    std::fs::write(dir.path().join("model.onnx.data"), &data).unwrap();
+    assert_fails(&dualscale(&["info", model.to_str().unwrap()]), 1, "model.onnx.data has sha256");
+}
+
+#[test]
+fn what_cannot_be_written_is_refused_before_sampling() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // These models return NaN: had sampling run first, the error would be the NaN.
+    let two = dir.path().join("two-channels.onnx");
+    std::fs::write(&two, tiny_model(&[("x", &[-1, 2, 4, 4]), ("t", &[-1])], "NaN", "eps")).unwrap();
+    assert_fails(&generate_with_model(&two, out.path()), 1, "2-channel images");
+    let points = dir.path().join("nan.onnx");
+    std::fs::write(&points, tiny_model(&[("x", &[-1, 2]), ("t", &[-1])], "NaN", "eps")).unwrap();
+    let long = "n".repeat(250);
+    let o = dualscale(&["generate", "--model", points.to_str().unwrap(), "--name", &long, "--out", out.path().to_str().unwrap()]);
+    assert_fails(&o, 2, "at most 243");
+    assert!(files_in(out.path()).is_empty());
+    // 1-D points: CSV, .npy and the recipe, no scatter plot.
+    let one = dir.path().join("one-d.onnx");
+    std::fs::write(&one, tiny_model(&[("x", &[-1, 1]), ("t", &[-1])], "Add", "eps")).unwrap();
+    let o = dualscale(&[
+        "generate",
+        "--model",
+        one.to_str().unwrap(),
+        "--count",
+        "10",
+        "--steps",
+        "2",
+        "--name",
+        "one",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(files_in(out.path()), ["one.csv", "one.json", "one.npy"]);
+}
+
+#[test]
+fn the_time_budget_counts_loading_and_its_own_timing() {
+    let out = tempfile::tempdir().unwrap();
+    let o = dualscale(&["generate", "--time-budget", "2s", "--count", "500", "--json", "--out", out.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let b: serde_json::Value =
+        stdout.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|e| e["event"] == "budget").unwrap();
+    let (spent, eval_ms, steps) = (b["spent_s"].as_f64().unwrap(), b["eval_ms"].as_f64().unwrap(), b["steps"].as_f64().unwrap());
+    assert!(spent > 0.0, "{b}");
+    // What was already spent is taken off before the steps are fitted.
+    assert!(steps * eval_ms / 1e3 <= (2.0 - spent) * 0.9 + 1e-9 || steps == 1.0, "{b}");
+}
+
+#[test]
+fn eval_finds_shipped_references_from_any_directory() {
+    let samples = tempfile::tempdir().unwrap();
+    let npy = samples.path().join("s.npy");
+    std::fs::copy(repo().join("tests/fixtures/kl/data.npy"), &npy).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = command().args(["eval", npy.to_str().unwrap(), "--reference", "dino"]).current_dir(elsewhere.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().is_ok());
+}
+
+#[test]
+fn messages_say_each_cause_once_and_blame_the_right_thing() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let e = stderr(&dualscale(&["generate", "--init-noise", "/nonexistent/noise.npy", "--out", o]));
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+    // A file of 500 samples of the wrong size does not suggest --count 500 when it is 500.
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("noise.npy");
+    std::fs::write(&npy, dualscale::npy::to_bytes_f32(&[500, 3], &vec![0.0; 1500])).unwrap();
+    let e = stderr(&dualscale(&["generate", "--init-noise", npy.to_str().unwrap(), "--count", "500", "--out", o]));
+    assert!(!e.contains("--count 500"), "{e}");
+    // A bad diffusers config points at diffusers, not at this project's manifest format.
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/unet/model.onnx"), &model).unwrap();
+    std::fs::write(dir.path().join("scheduler_config.json"), r#"{"beta_schedule": "wobbly"}"#).unwrap();
+    let e = stderr(&generate_with_model(&model, out.path()));
+    assert!(e.contains("diffusers") && !e.contains("MANIFEST.md"), "{e}");
+    // A bad model name in a manifest is the manifest's fault, not --name's.
+    let good = std::fs::read_to_string(repo().join("models/dino-dualscale.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["name"] = serde_json::Value::String("a/b".into());
+    let (_d, p) = model_copy(Some(&v.to_string()));
+    let o2 = generate_with_model(&p, out.path());
+    assert_fails(&o2, 1, "key `name`");
+    assert!(!stderr(&o2).contains("--name"), "{}", stderr(&o2));
+    assert!(files_in(out.path()).is_empty());
+}
+
+#[test]
+fn exit_codes_and_silently_ignored_input() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    assert_fails(&dualscale(&["generate", "--rtol", "NaN", "--out", o]), 2, "--rtol");
+    assert_fails(&dualscale(&["generate", "--rtol", "0", "--out", o]), 2, "--rtol");
+    // leading spacing lays out N+1 points for multistep solvers: 100 steps of 100 cannot run.
+    assert_fails(&dualscale(&["generate", "--sampler", "unipc", "--steps", "100", "--spacing", "leading", "--out", o]), 2, "steps");
+    assert_fails(&dualscale(&["generate", "--beta-start", "0.02", "--beta-end", "0.0001", "--out", o]), 2, "beta_end");
+    let warned = dualscale(&["generate", "--sampler", "unipc", "--eta", "0.5", "--count", "10", "--steps", "2", "--out", o]);
+    assert_eq!(warned.status.code(), Some(0), "{}", stderr(&warned));
+    assert!(stderr(&warned).contains("--eta applies to"), "{}", stderr(&warned));
+}
+
+#[test]
+fn json_mode_reports_load_and_write_failures_as_events() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    for args in [
+        vec!["generate", "--json", "--model", "/nonexistent/model.onnx", "--out", o],
+        vec!["generate", "--json", "--count", "10", "--steps", "2", "--out", "/proc/self"],
+    ] {
+        let r = dualscale(&args);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {}", stderr(&r));
+        let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&r.stdout).lines().last().expect("an event")).unwrap();
+        assert_eq!(last["event"], "error", "{args:?}");
+        assert!(!last["message"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn precision_f16_narrows_an_fp32_model() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let half = command()
+        .args(["generate", "--precision", "f16", "--count", "20", "--steps", "2", "--name", "half", "--out", o])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(half.status.code(), Some(0), "{}", stderr(&half));
+    assert!(stderr(&half).contains("fp32 model narrowed to f16"), "{}", stderr(&half));
+    let full = dualscale(&["generate", "--count", "20", "--steps", "2", "--name", "full", "--out", o]);
+    assert_eq!(full.status.code(), Some(0));
+    let (_, a) = read_npy(&out.path().join("half.npy"));
+    let (_, b) = read_npy(&out.path().join("full.npy"));
+    assert!(a.iter().all(|v| v.is_finite()));
+    assert_ne!(a, b, "f16 computation gives f16 rounding, not the f32 result");
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("half.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["compute"], "F16");
 }

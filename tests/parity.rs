@@ -73,8 +73,7 @@ impl CaseSchedule {
 
 /// Reads a float32 .npy fixture, checking its shape.
 fn read_npy(path: &Path, shape: &[usize]) -> Vec<f32> {
-    let (got_shape, data) = dualscale::npy::read_f32_file(path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    let (got_shape, data) = dualscale::npy::read_f32_file(path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
     assert_eq!(got_shape, shape, "fixture {} has shape {got_shape:?}, expected {shape:?}", path.display());
     data
 }
@@ -127,8 +126,8 @@ fn load_case(dir: &Path, name: &str) -> Loaded {
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("cannot read {}: {e}", json.display()));
     let case: Case = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not a parity case: {e}", json.display()));
     let init_path = dir.join(&case.init);
-    let (init_shape, init) = dualscale::npy::read_f32_file(&init_path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", init_path.display()));
+    let (init_shape, init) =
+        dualscale::npy::read_f32_file(&init_path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", init_path.display()));
     let [n, POINT_DIM] = init_shape[..] else {
         panic!("fixture {} has shape {init_shape:?}, expected [N, {POINT_DIM}]", init_path.display());
     };
@@ -231,8 +230,7 @@ fn samplers_match_diffusers() {
         let status = if o.problem.is_none() { "ok  " } else { "FAIL" };
         println!("  {status} {:32} max abs diff {:.3e}", o.name, o.max_diff);
     }
-    let failures: Vec<String> =
-        outcomes.iter().filter_map(|o| o.problem.as_ref().map(|p| format!("{}: {p}", o.name))).collect();
+    let failures: Vec<String> = outcomes.iter().filter_map(|o| o.problem.as_ref().map(|p| format!("{}: {p}", o.name))).collect();
     assert!(failures.is_empty(), "{} of {} runs differ from diffusers:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
 }
 
@@ -256,8 +254,7 @@ fn unet2d_export_evaluates_like_onnxruntime() {
     let want = read_npy(&dir.join(&case.out_sample), &shape);
     for rel in &case.models {
         let path = dir.join(rel);
-        let model = Model::load(&path, &LoadOptions::default())
-            .unwrap_or_else(|e| panic!("load {}: {e}", path.display()));
+        let model = Model::load(&path, &LoadOptions::default()).unwrap_or_else(|e| panic!("load {}: {e}", path.display()));
         let mut den = model.into_denoiser().unwrap_or_else(|e| panic!("prepare {}: {e}", path.display()));
         assert_eq!(den.sample_len(), 3 * 16 * 16, "{} should be seen as a 3x16x16 image model", path.display());
         let mut got = vec![0.0f32; sample.len()];

@@ -6,12 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::cli::{EvalArgs, UsageError};
+use super::Out;
+use crate::cli::{EvalConfig, UsageError};
 
-pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
-    if args.k == 0 {
-        return Err(UsageError("--k must be at least 1".into()).into());
-    }
+pub fn run(args: &EvalConfig) -> anyhow::Result<()> {
     let (samples, dim) = read_points(&args.samples)?;
     let reference_path = resolve_reference(&args.reference)?;
     let (data, data_dim) = read_points(&reference_path)?;
@@ -22,35 +20,42 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             reference_path.display()
         );
     }
-    let kl = crate::eval::kl_divergence_bits(&data, &samples, dim, args.k)?;
+    let kl = crate::eval::kl_divergence_bits(&data, &samples, dim, args.k.get())?;
     if args.json {
-        println!(
-            "{}",
-            json!({"kl_bits": kl, "k": args.k, "n_data": data.len() / dim, "m_samples": samples.len() / dim,
-                   "reference": reference_path.display().to_string(), "samples": args.samples.display().to_string()})
-        );
+        Out::stdout().line(json!({"kl_bits": kl, "k": args.k, "n_data": data.len() / dim, "m_samples": samples.len() / dim,
+                                  "reference": reference_path.display().to_string(), "samples": args.samples.display().to_string()}))?;
     } else {
-        println!("{kl:.6}");
+        Out::stdout().line(format_args!("{kl:.6}"))?;
     }
     Ok(())
 }
 
-/// A data set name (circle, dino, line, moons) or a path.
+/// A data set name (circle, dino, line, moons) or a path. Names are looked up, in order: in
+/// `$DUALSCALE_DATA` (a folder of `NAME.npy`), in `models/data/` of the current directory, then
+/// beside the binary: `models/data/` in its folder or up to three folders above it (a build in
+/// a checkout: `target/release/`), and `share/dualscale/models/data/` above it (installed), and
+/// finally `/usr/share/dualscale/models/data/` (the Debian package).
 fn resolve_reference(name: &str) -> anyhow::Result<PathBuf> {
     let path = Path::new(name);
     if path.extension().is_some() || name.contains('/') {
         return Ok(path.to_owned());
     }
-    let mut candidates = vec![PathBuf::from("models/data").join(format!("{name}.npy"))];
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            candidates.push(dir.join("../share/dualscale/models/data").join(format!("{name}.npy")));
+    let file = format!("{name}.npy");
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("DUALSCALE_DATA") {
+        candidates.push(PathBuf::from(dir).join(&file));
+    }
+    candidates.push(Path::new("models/data").join(&file));
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
+        for dir in exe_dir.ancestors().take(4) {
+            candidates.push(dir.join("models/data").join(&file));
+            candidates.push(dir.join("share/dualscale/models/data").join(&file));
         }
     }
-    candidates.push(PathBuf::from("/usr/share/dualscale/models/data").join(format!("{name}.npy")));
+    candidates.push(Path::new("/usr/share/dualscale/models/data").join(&file));
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
         UsageError(format!(
-            "reference `{name}` is neither a file nor a shipped data set (looked in models/data/ and /usr/share/dualscale/models/data/); pass --reference PATH.npy"
+            "reference `{name}` is neither a file nor a shipped data set (looked in $DUALSCALE_DATA, models/data/ here and beside the binary, and /usr/share/dualscale/models/data/); pass --reference PATH.npy or set DUALSCALE_DATA"
         ))
         .into()
     })

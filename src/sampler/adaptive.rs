@@ -44,11 +44,7 @@ struct Point {
 impl Point {
     fn at(sched: &NoiseSchedule, t: f64) -> Point {
         let level = sched.level(t);
-        Point {
-            t,
-            level,
-            lambda: level.lambda(),
-        }
+        Point { t, level, lambda: level.lambda() }
     }
 }
 
@@ -81,11 +77,7 @@ pub(crate) fn dpm_solver_adaptive(
             )));
         }
         let remaining = end.lambda - s.lambda;
-        let t = if h >= remaining {
-            end
-        } else {
-            Point::at(sched, sched.timestep_for_lambda(s.lambda + h))
-        };
+        let t = if h >= remaining { end } else { Point::at(sched, sched.timestep_for_lambda(s.lambda + h)) };
         let step = t.lambda - s.lambda;
         if step.is_nan() || step <= 1e-12 {
             return Err(SampleError::Config(format!(
@@ -98,17 +90,13 @@ pub(crate) fn dpm_solver_adaptive(
             Some(e) => e,
             None => run.predict(x, s.t, s.level, index)?,
         };
-        let (x_low, x_high) = if order == 2 {
-            solver_12(run, sched, x, s, t, &e_s, index)?
-        } else {
-            solver_23(run, sched, x, s, t, &e_s, index)?
-        };
+        let (x_low, x_high) =
+            if order == 2 { solver_12(run, sched, x, s, t, &e_s, index)? } else { solver_23(run, sched, x, s, t, &e_s, index)? };
         let err = error_norm(&x_low, &x_high, &x_prev, tol, d);
         if err <= 1.0 {
             store(x, x_high.iter().copied());
             x_prev = x_low;
-            let estimate =
-                index + 2 + ((end.lambda - t.lambda) / h.max(1e-12)).ceil().min(1e6) as usize;
+            let estimate = index + 2 + ((end.lambda - t.lambda) / h.max(1e-12)).ceil().min(1e6) as usize;
             run.finish_step(index, estimate, s.t, t.t, e_s.gate)?;
             index += 1;
             s = t;
@@ -148,19 +136,11 @@ fn error_norm(x_low: &[f64], x_high: &[f64], x_prev: &[f64], tol: Tolerance, d: 
 fn first_order_to(x: &[f32], s: Point, u: Point, eps_s: &[f64]) -> Vec<f64> {
     let ratio = u.level.alpha / s.level.alpha;
     let phi = (u.lambda - s.lambda).exp_m1();
-    x.iter()
-        .zip(eps_s)
-        .map(|(&xi, &e)| ratio * xi as f64 - u.level.sigma * phi * e)
-        .collect()
+    x.iter().zip(eps_s).map(|(&xi, &e)| ratio * xi as f64 - u.level.sigma * phi * e).collect()
 }
 
 /// Evaluates the model at an intermediate point `u` reached by the state `values`.
-fn eval_at(
-    run: &mut Run,
-    values: &[f64],
-    u: Point,
-    index: usize,
-) -> Result<Prediction, SampleError> {
+fn eval_at(run: &mut Run, values: &[f64], u: Point, index: usize) -> Result<Prediction, SampleError> {
     let mut xu = vec![0.0f32; values.len()];
     store(&mut xu, values.iter().copied());
     run.predict(&xu, u.t, u.level, index)
@@ -183,11 +163,7 @@ fn solver_12(
     let x_low = first_order_to(x, s, t, &e_s.eps);
     let e_u = eval_at(run, &first_order_to(x, s, u, &e_s.eps), u, index)?;
     let c = t.level.sigma / (2.0 * r1) * h.exp_m1();
-    let x_high = x_low
-        .iter()
-        .zip(e_u.eps.iter().zip(&e_s.eps))
-        .map(|(&lo, (&eu, &es))| lo - c * (eu - es))
-        .collect();
+    let x_high = x_low.iter().zip(e_u.eps.iter().zip(&e_s.eps)).map(|(&lo, (&eu, &es))| lo - c * (eu - es)).collect();
     Ok((x_low, x_high))
 }
 
@@ -215,26 +191,14 @@ fn solver_23(
     let d1: Vec<f64> = e_u1.eps.iter().zip(&e_s.eps).map(|(a, b)| a - b).collect();
 
     let c_low = t.level.sigma / (2.0 * r1) * h.exp_m1();
-    let x_low: Vec<f64> = x_first
-        .iter()
-        .zip(&d1)
-        .map(|(&f, &d)| f - c_low * d)
-        .collect();
+    let x_low: Vec<f64> = x_first.iter().zip(&d1).map(|(&f, &d)| f - c_low * d).collect();
 
     let r2h = r2 * h;
     let c_u2 = u2.level.sigma * r2 / r1 * (r2h.exp_m1() / r2h - 1.0);
-    let x_u2: Vec<f64> = first_order_to(x, s, u2, &e_s.eps)
-        .iter()
-        .zip(&d1)
-        .map(|(&f, &d)| f - c_u2 * d)
-        .collect();
+    let x_u2: Vec<f64> = first_order_to(x, s, u2, &e_s.eps).iter().zip(&d1).map(|(&f, &d)| f - c_u2 * d).collect();
     let e_u2 = eval_at(run, &x_u2, u2, index)?;
 
     let c_high = t.level.sigma / r2 * (h.exp_m1() / h - 1.0);
-    let x_high = x_first
-        .iter()
-        .zip(e_u2.eps.iter().zip(&e_s.eps))
-        .map(|(&f, (&e2, &es))| f - c_high * (e2 - es))
-        .collect();
+    let x_high = x_first.iter().zip(e_u2.eps.iter().zip(&e_s.eps)).map(|(&f, (&e2, &es))| f - c_high * (e2 - es)).collect();
     Ok((x_low, x_high))
 }

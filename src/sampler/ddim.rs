@@ -15,11 +15,7 @@ use super::{DdimPrev, NoiseSource, SampleError};
 use crate::schedule::{NoiseLevel, NoiseSchedule};
 
 /// Where each step of DDIM goes: `Some(t_prev)` or `None` for clean data (abar = 1).
-pub(crate) fn previous_timesteps(
-    ts: &[usize],
-    rule: DdimPrev,
-    num_train_timesteps: usize,
-) -> Vec<Option<usize>> {
+pub(crate) fn previous_timesteps(ts: &[usize], rule: DdimPrev, num_train_timesteps: usize) -> Vec<Option<usize>> {
     match rule {
         DdimPrev::Lookup => (0..ts.len()).map(|i| ts.get(i + 1).copied()).collect(),
         DdimPrev::DiffusersStride => {
@@ -60,13 +56,8 @@ pub(crate) fn ddim(
         } else {
             0.0
         };
-        let next: Vec<f64> = pred
-            .x0
-            .iter()
-            .zip(&pred.eps)
-            .zip(&z)
-            .map(|((&x0, &eps), &zi)| c_x0 * x0 + c_eps * eps + c_z * zi as f64)
-            .collect();
+        let next: Vec<f64> =
+            pred.x0.iter().zip(&pred.eps).zip(&z).map(|((&x0, &eps), &zi)| c_x0 * x0 + c_eps * eps + c_z * zi as f64).collect();
         store(x, next);
         let t_next = t_prev.map_or(-1.0, |p| p as f64);
         run.finish_step(i, n, t as f64, t_next, pred.gate)?;

@@ -41,19 +41,13 @@ pub(crate) fn ddpm(
         let beta_t = 1.0 - abar_t / abar_prev;
         let c_x0 = abar_prev.sqrt() * beta_t / (1.0 - abar_t);
         let c_xt = (abar_t / abar_prev).sqrt() * (1.0 - abar_prev) / (1.0 - abar_t);
-        let std = ((1.0 - abar_prev) / (1.0 - abar_t) * beta_t)
-            .max(1e-20)
-            .sqrt();
+        let std = ((1.0 - abar_prev) / (1.0 - abar_t) * beta_t).max(1e-20).sqrt();
         if !last {
             noise.fill(i, &mut z);
         }
         let noise_scale = if last { 0.0 } else { std };
-        let next: Vec<f64> = x
-            .iter()
-            .zip(&pred.x0)
-            .zip(&z)
-            .map(|((&xt, &x0), &zi)| c_x0 * x0 + c_xt * xt as f64 + noise_scale * zi as f64)
-            .collect();
+        let next: Vec<f64> =
+            x.iter().zip(&pred.x0).zip(&z).map(|((&xt, &x0), &zi)| c_x0 * x0 + c_xt * xt as f64 + noise_scale * zi as f64).collect();
         store(x, next);
         let t_next = if last { -1.0 } else { ts[i + 1] as f64 };
         run.finish_step(i, n, t as f64, t_next, pred.gate)?;

@@ -16,19 +16,9 @@ use crate::schedule::{NoiseLevel, NoiseSchedule};
 /// Order per step (diffusers' rule): 1 at the first step and at the last (`final_sigmas_type =
 /// "zero"` always forces it), at most the number of x0 predictions available, and for order 3 the
 /// second-to-last step uses order 2 when N < 15.
-pub(crate) fn dpmpp_multistep(
-    run: &mut Run,
-    sched: &NoiseSchedule,
-    ts: &[usize],
-    order: usize,
-    x: &mut [f32],
-) -> Result<(), SampleError> {
+pub(crate) fn dpmpp_multistep(run: &mut Run, sched: &NoiseSchedule, ts: &[usize], order: usize, x: &mut [f32]) -> Result<(), SampleError> {
     let n = ts.len();
-    let levels: Vec<NoiseLevel> = ts
-        .iter()
-        .map(|&t| NoiseLevel::from_abar(sched.alphas_cumprod()[t]))
-        .chain([NoiseLevel::CLEAN])
-        .collect();
+    let levels: Vec<NoiseLevel> = ts.iter().map(|&t| NoiseLevel::from_abar(sched.alphas_cumprod()[t])).chain([NoiseLevel::CLEAN]).collect();
     // x0 predictions m_i, m_{i-1}, ... (newest first), at most `order` kept.
     let mut m: Vec<Vec<f64>> = Vec::with_capacity(order);
     for (i, &t) in ts.iter().enumerate() {
@@ -76,22 +66,12 @@ fn coefficients(s0: NoiseLevel, t: NoiseLevel) -> (f64, f64, f64) {
 /// DPM-Solver++ 1st order (= DDIM): `x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) m0`.
 fn first_order(x: &[f32], s0: NoiseLevel, t: NoiseLevel, m0: &[f64]) -> Vec<f64> {
     let (ratio, a_phi, _) = coefficients(s0, t);
-    x.iter()
-        .zip(m0)
-        .map(|(&xi, &m0)| ratio * xi as f64 - a_phi * m0)
-        .collect()
+    x.iter().zip(m0).map(|(&xi, &m0)| ratio * xi as f64 - a_phi * m0).collect()
 }
 
 /// DPM-Solver++(2M), midpoint form: `D1 = (m0 - m1)/r0`,
 /// `x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) m0 - 0.5 alpha_t (e^{-h} - 1) D1`.
-fn second_order(
-    x: &[f32],
-    s0: NoiseLevel,
-    t: NoiseLevel,
-    r0: f64,
-    m0: &[f64],
-    m1: &[f64],
-) -> Vec<f64> {
+fn second_order(x: &[f32], s0: NoiseLevel, t: NoiseLevel, r0: f64, m0: &[f64], m1: &[f64]) -> Vec<f64> {
     let (ratio, a_phi, _) = coefficients(s0, t);
     x.iter()
         .zip(m0.iter().zip(m1))
@@ -106,13 +86,7 @@ fn second_order(
 /// `D1 = D1_0 + r0/(r0 + r1) (D1_0 - D1_1)`, `D2 = (D1_0 - D1_1)/(r0 + r1)`,
 /// `x_t = (sigma_t/sigma_s0) x - alpha_t (e^{-h} - 1) m0 + alpha_t ((e^{-h} - 1)/h + 1) D1
 ///        - alpha_t ((e^{-h} - 1 + h)/h^2 - 0.5) D2`.
-fn third_order(
-    x: &[f32],
-    s0: NoiseLevel,
-    t: NoiseLevel,
-    r: (f64, f64),
-    m: [&[f64]; 3],
-) -> Vec<f64> {
+fn third_order(x: &[f32], s0: NoiseLevel, t: NoiseLevel, r: (f64, f64), m: [&[f64]; 3]) -> Vec<f64> {
     let (ratio, a_phi, h) = coefficients(s0, t);
     let phi = (-h).exp_m1();
     let c1 = t.alpha * (phi / h + 1.0);

@@ -22,10 +22,7 @@ use crate::schedule::{NoiseLevel, NoiseSchedule};
 /// The (timestep, VE sigma) points of a Karras-style run: the N timesteps, then clean data
 /// (t = -1, s = 0), as diffusers appends `sigma = 0`.
 fn sigma_points(sched: &NoiseSchedule, ts: &[f64]) -> Vec<(f64, f64)> {
-    ts.iter()
-        .map(|&t| (t, sched.ve_sigma(t)))
-        .chain([(-1.0, 0.0)])
-        .collect()
+    ts.iter().map(|&t| (t, sched.ve_sigma(t))).chain([(-1.0, 0.0)]).collect()
 }
 
 /// One Euler step in the VE sigma from `(x, s)` to `s_next` along the slope `d` (noise
@@ -33,20 +30,12 @@ fn sigma_points(sched: &NoiseSchedule, ts: &[f64]) -> Vec<(f64, f64)> {
 fn euler_step(x: &[f32], s: f64, s_next: f64, d: &[f64]) -> Vec<f64> {
     let alpha = NoiseLevel::from_ve_sigma(s).alpha;
     let alpha_next = NoiseLevel::from_ve_sigma(s_next).alpha;
-    x.iter()
-        .zip(d)
-        .map(|(&xi, &di)| alpha_next * (xi as f64 / alpha + (s_next - s) * di))
-        .collect()
+    x.iter().zip(d).map(|(&xi, &di)| alpha_next * (xi as f64 / alpha + (s_next - s) * di)).collect()
 }
 
 /// Euler (Karras et al. 2022, Algorithm 1 without the 2nd-order correction): N model
 /// evaluations over the fractional timesteps `ts`; the last step lands on s = 0 (x = x0).
-pub(crate) fn euler(
-    run: &mut Run,
-    sched: &NoiseSchedule,
-    ts: &[f64],
-    x: &mut [f32],
-) -> Result<(), SampleError> {
+pub(crate) fn euler(run: &mut Run, sched: &NoiseSchedule, ts: &[f64], x: &mut [f32]) -> Result<(), SampleError> {
     let points = sigma_points(sched, ts);
     let n = ts.len();
     for (i, pair) in points.windows(2).enumerate() {
@@ -63,12 +52,7 @@ pub(crate) fn euler(
 /// redo the step with the mean slope. The last step (to s = 0) is a plain Euler step, so a run
 /// costs 2N - 1 evaluations, as in diffusers (`HeunDiscreteScheduler` repeats every timestep but
 /// the first).
-pub(crate) fn heun(
-    run: &mut Run,
-    sched: &NoiseSchedule,
-    ts: &[f64],
-    x: &mut [f32],
-) -> Result<(), SampleError> {
+pub(crate) fn heun(run: &mut Run, sched: &NoiseSchedule, ts: &[f64], x: &mut [f32]) -> Result<(), SampleError> {
     let points = sigma_points(sched, ts);
     let n = ts.len();
     for (i, pair) in points.windows(2).enumerate() {
@@ -83,12 +67,7 @@ pub(crate) fn heun(
         let mut x_euler = vec![0.0f32; x.len()];
         store(&mut x_euler, euler);
         let d_next = run.predict(&x_euler, t_next, NoiseLevel::from_ve_sigma(s_next), i)?;
-        let mean: Vec<f64> = d
-            .eps
-            .iter()
-            .zip(&d_next.eps)
-            .map(|(a, b)| 0.5 * (a + b))
-            .collect();
+        let mean: Vec<f64> = d.eps.iter().zip(&d_next.eps).map(|(a, b)| 0.5 * (a + b)).collect();
         let next = euler_step(x, s, s_next, &mean);
         store(x, next);
         run.finish_step(i, n, t, t_next, d.gate)?;

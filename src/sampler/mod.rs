@@ -17,10 +17,9 @@
 use std::fmt;
 use std::ops::ControlFlow;
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
 
-use crate::schedule::{
-    self, NoiseLevel, NoiseSchedule, PredictionType, ScheduleConfig, TimestepSpacing,
-};
+use crate::schedule::{self, NoiseLevel, NoiseSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
 
 mod adaptive;
 mod ddim;
@@ -36,7 +35,7 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use start::{start_from_data_diag, start_from_data_moments, MAX_FULL_COV_DIM};
+pub use start::{start_from_data_diag, start_from_data_moments, StartDistribution, MAX_FULL_COV_DIM};
 
 use run::Run;
 
@@ -85,11 +84,7 @@ pub struct Step {
 pub enum SampleError {
     // The cause is part of the message, not a `source`: `{:#}` would print it twice.
     #[error("the model failed at step {step} (t = {t}): {cause}")]
-    Model {
-        step: usize,
-        t: f64,
-        cause: DenoiseError,
-    },
+    Model { step: usize, t: f64, cause: DenoiseError },
     #[error("the model produced NaN or Inf at step {step} (t = {t}); the model or its precision is broken for this input - try fp32 or another model")]
     NonFinite { step: usize, t: f64 },
     #[error("sampling was interrupted at step {step}")]
@@ -129,9 +124,7 @@ pub enum SamplerKind {
 
 impl SamplerKind {
     /// Every valid name, in declaration order.
-    pub const NAMES: &'static [&'static str] = &[
-        "ddpm", "ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "adaptive",
-    ];
+    pub const NAMES: &'static [&'static str] = &["ddpm", "ddim", "euler", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "adaptive"];
     /// Every sampler, in declaration order.
     pub const ALL: [SamplerKind; 8] = [
         SamplerKind::Ddpm,
@@ -179,17 +172,12 @@ impl FromStr for SamplerKind {
     type Err = UnknownSampler;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| UnknownSampler(s.to_string()))
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| UnknownSampler(s.to_string()))
     }
 }
 
 /// Where DDIM steps to after timestep t_i.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum DdimPrev {
     /// The next timestep of the list, clean data after the last one (samplers.md; what DDPM does
     /// in diffusers too).
@@ -210,9 +198,7 @@ impl FromStr for DdimPrev {
         match s {
             "lookup" => Ok(DdimPrev::Lookup),
             "diffusers-stride" => Ok(DdimPrev::DiffusersStride),
-            _ => Err(format!(
-                "unknown DDIM previous-timestep rule `{s}`; valid: lookup, diffusers-stride"
-            )),
+            _ => Err(format!("unknown DDIM previous-timestep rule `{s}`; valid: lookup, diffusers-stride")),
         }
     }
 }
@@ -241,16 +227,7 @@ impl SamplerOptions {
     /// Defaults: eta 0, rtol 0.05, atol 0.0078, h_init 0.05 (Lu et al. 2022a), spacing from the
     /// config, DDIM stepping to the next listed timestep.
     pub fn new(kind: SamplerKind, steps: usize) -> Self {
-        SamplerOptions {
-            kind,
-            steps,
-            eta: 0.0,
-            rtol: 0.05,
-            atol: 0.0078,
-            h_init: 0.05,
-            spacing: None,
-            ddim_prev: DdimPrev::Lookup,
-        }
+        SamplerOptions { kind, steps, eta: 0.0, rtol: 0.05, atol: 0.0078, h_init: 0.05, spacing: None, ddim_prev: DdimPrev::Lookup }
     }
 }
 
@@ -319,6 +296,22 @@ pub fn sample(
     noise: &mut dyn NoiseSource,
     on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>,
 ) -> Result<SampleStats, SampleError> {
+    let never = AtomicBool::new(false);
+    sample_cancellable(model, cfg, opts, x, noise, on_step, &never)
+}
+
+/// [`sample`] with a cancel flag, checked before every model evaluation: once it is set, the run
+/// ends with [`SampleError::Interrupted`] within one model call (a step of a multistep or
+/// adaptive solver can take several), with `x` holding the last finished step's state.
+pub fn sample_cancellable(
+    model: &mut dyn Denoiser,
+    cfg: &ScheduleConfig,
+    opts: &SamplerOptions,
+    x: &mut [f32],
+    noise: &mut dyn NoiseSource,
+    on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>,
+    cancel: &AtomicBool,
+) -> Result<SampleStats, SampleError> {
     let sched = NoiseSchedule::new(cfg).map_err(config_error)?;
     let plan = Plan::new(cfg, opts)?;
     let d = model.sample_len();
@@ -329,11 +322,9 @@ pub fn sample(
         )));
     }
     if x.iter().any(|v| !v.is_finite()) {
-        return Err(SampleError::Config(
-            "the starting x contains NaN or Inf; draw it from finite Gaussian noise".to_string(),
-        ));
+        return Err(SampleError::Config("the starting x contains NaN or Inf; draw it from finite Gaussian noise".to_string()));
     }
-    let mut run = Run::new(model, cfg.prediction_type, on_step);
+    let mut run = Run::new(model, cfg.prediction_type, on_step, cancel);
     match &plan {
         Plan::Ddpm(ts) => ddpm::ddpm(&mut run, &sched, ts, x, noise)?,
         Plan::Ddim { ts, prev } => ddim::ddim(&mut run, &sched, ts, prev, opts.eta, x, noise)?,
@@ -342,11 +333,7 @@ pub fn sample(
         Plan::DpmPp { ts, order } => dpm_solver::dpmpp_multistep(&mut run, &sched, ts, *order, x)?,
         Plan::UniPc(ts) => unipc::unipc_bh2(&mut run, &sched, ts, 2, x)?,
         Plan::Adaptive { t_start } => {
-            let tol = adaptive::Tolerance {
-                rtol: opts.rtol,
-                atol: opts.atol,
-                h_init: opts.h_init,
-            };
+            let tol = adaptive::Tolerance { rtol: opts.rtol, atol: opts.atol, h_init: opts.h_init };
             adaptive::dpm_solver_adaptive(&mut run, &sched, 3, tol, *t_start, x)?
         }
     }
@@ -390,10 +377,8 @@ impl Plan {
         let spacing = opts.spacing.unwrap_or(cfg.timestep_spacing);
         let (n, offset) = (opts.steps, cfg.steps_offset);
         let integer = || schedule::timesteps(spacing, n, t_count, offset).map_err(config_error);
-        let fractional =
-            || schedule::timesteps_fractional(spacing, n, t_count, offset).map_err(config_error);
-        let multistep =
-            || schedule::timesteps_multistep(spacing, n, t_count, offset).map_err(config_error);
+        let fractional = || schedule::timesteps_fractional(spacing, n, t_count, offset).map_err(config_error);
+        let multistep = || schedule::timesteps_multistep(spacing, n, t_count, offset).map_err(config_error);
         Ok(match opts.kind {
             SamplerKind::Ddpm => Plan::Ddpm(integer()?),
             SamplerKind::Ddim => {
@@ -409,14 +394,8 @@ impl Plan {
             }
             SamplerKind::Euler => Plan::Euler(fractional()?),
             SamplerKind::Heun => Plan::Heun(fractional()?),
-            SamplerKind::DpmPp2m => Plan::DpmPp {
-                ts: multistep()?,
-                order: 2,
-            },
-            SamplerKind::DpmPp3m => Plan::DpmPp {
-                ts: multistep()?,
-                order: 3,
-            },
+            SamplerKind::DpmPp2m => Plan::DpmPp { ts: multistep()?, order: 2 },
+            SamplerKind::DpmPp3m => Plan::DpmPp { ts: multistep()?, order: 3 },
             SamplerKind::UniPc => Plan::UniPc(multistep()?),
             SamplerKind::Adaptive => {
                 let ok = |v: f64| v.is_finite() && v >= 0.0;
@@ -432,18 +411,14 @@ impl Plan {
                         opts.h_init
                     )));
                 }
-                Plan::Adaptive {
-                    t_start: t_count.saturating_sub(1) as f64,
-                }
+                Plan::Adaptive { t_start: t_count.saturating_sub(1) as f64 }
             }
         })
     }
 
     fn first(&self) -> f64 {
         match self {
-            Plan::Ddpm(ts) | Plan::Ddim { ts, .. } | Plan::DpmPp { ts, .. } | Plan::UniPc(ts) => {
-                ts[0] as f64
-            }
+            Plan::Ddpm(ts) | Plan::Ddim { ts, .. } | Plan::DpmPp { ts, .. } | Plan::UniPc(ts) => ts[0] as f64,
             Plan::Euler(ts) | Plan::Heun(ts) => ts[0],
             Plan::Adaptive { t_start } => *t_start,
         }

@@ -8,6 +8,7 @@
 //! never imports tract or draws random numbers.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{x0_and_eps, Denoiser, SampleError, SampleStats, Step};
 use crate::schedule::{NoiseLevel, PredictionType};
@@ -27,6 +28,9 @@ pub(crate) struct Run<'a> {
     model: &'a mut dyn Denoiser,
     prediction: PredictionType,
     on_step: &'a mut dyn FnMut(&Step) -> ControlFlow<()>,
+    /// Set from outside (a signal handler, a kiosk's stop request): checked before every model
+    /// evaluation, so a stop lands within one model call.
+    cancel: &'a AtomicBool,
     out: Vec<f32>,
     stats: SampleStats,
 }
@@ -36,14 +40,9 @@ impl<'a> Run<'a> {
         model: &'a mut dyn Denoiser,
         prediction: PredictionType,
         on_step: &'a mut dyn FnMut(&Step) -> ControlFlow<()>,
+        cancel: &'a AtomicBool,
     ) -> Self {
-        Run {
-            model,
-            prediction,
-            on_step,
-            out: Vec::new(),
-            stats: SampleStats::default(),
-        }
+        Run { model, prediction, on_step, cancel, out: Vec::new(), stats: SampleStats::default() }
     }
 
     /// Values per sample (the model's `sample_len`).
@@ -62,56 +61,29 @@ impl<'a> Run<'a> {
     }
 
     /// Evaluates the model on `x` at timestep `t` (noise level `level`) during step `step`, checks
-    /// the output is finite and converts it to x0 / eps.
-    pub fn predict(
-        &mut self,
-        x: &[f32],
-        t: f64,
-        level: NoiseLevel,
-        step: usize,
-    ) -> Result<Prediction, SampleError> {
+    /// the output is finite and converts it to x0 / eps. A set cancel flag ends the run here,
+    /// before the evaluation, with [`SampleError::Interrupted`].
+    pub fn predict(&mut self, x: &[f32], t: f64, level: NoiseLevel, step: usize) -> Result<Prediction, SampleError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(SampleError::Interrupted { step });
+        }
         self.out.clear();
         self.out.resize(x.len(), 0.0);
-        let info = self
-            .model
-            .eval(x, t, &mut self.out)
-            .map_err(|cause| SampleError::Model { step, t, cause })?;
+        let info = self.model.eval(x, t, &mut self.out).map_err(|cause| SampleError::Model { step, t, cause })?;
         self.stats.nfe += 1;
         if self.out.iter().any(|v| !v.is_finite()) {
             return Err(SampleError::NonFinite { step, t });
         }
-        let (x0, eps) = x
-            .iter()
-            .zip(&self.out)
-            .map(|(&xi, &oi)| x0_and_eps(self.prediction, level, xi as f64, oi as f64))
-            .unzip();
-        Ok(Prediction {
-            x0,
-            eps,
-            gate: info.gate,
-        })
+        let (x0, eps) = x.iter().zip(&self.out).map(|(&xi, &oi)| x0_and_eps(self.prediction, level, xi as f64, oi as f64)).unzip();
+        Ok(Prediction { x0, eps, gate: info.gate })
     }
 
     /// Records a finished step and reports it; `Break` from the callback ends the run with
     /// [`SampleError::Interrupted`].
-    pub fn finish_step(
-        &mut self,
-        index: usize,
-        total: usize,
-        t: f64,
-        t_next: f64,
-        gate: Option<[f32; 2]>,
-    ) -> Result<(), SampleError> {
+    pub fn finish_step(&mut self, index: usize, total: usize, t: f64, t_next: f64, gate: Option<[f32; 2]>) -> Result<(), SampleError> {
         self.stats.steps += 1;
         self.stats.timesteps.push(t);
-        let step = Step {
-            index,
-            total,
-            t,
-            t_next,
-            nfe: self.stats.nfe,
-            gate,
-        };
+        let step = Step { index, total, t, t_next, nfe: self.stats.nfe, gate };
         match (self.on_step)(&step) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(SampleError::Interrupted { step: index }),

@@ -11,6 +11,38 @@
 
 use super::SampleError;
 
+/// The distribution a run's starting state x_T is drawn from, given unit Gaussian noise z.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartDistribution {
+    /// `x = z`: N(0, I), what diffusers does; right when the schedule reaches pure noise.
+    Unit,
+    /// The data's mean and full covariance pushed through the forward process to `abar`
+    /// ([`start_from_data_moments`]); samples of at most [`MAX_FULL_COV_DIM`] values.
+    DataMoments { abar: f64, mean: Vec<f64>, cov: Vec<Vec<f64>> },
+    /// The data's mean and per-coordinate variances pushed to `abar` ([`start_from_data_diag`]);
+    /// any sample length (images).
+    DataDiag { abar: f64, mean: Vec<f64>, var: Vec<f64> },
+}
+
+impl StartDistribution {
+    /// `unit` or `data`, as the recipe records it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StartDistribution::Unit => "unit",
+            StartDistribution::DataMoments { .. } | StartDistribution::DataDiag { .. } => "data",
+        }
+    }
+
+    /// Maps unit noise `z` (n samples of `sample_len` values) onto this distribution, in place.
+    pub fn apply(&self, z: &mut [f32], sample_len: usize) -> Result<(), SampleError> {
+        match self {
+            StartDistribution::Unit => Ok(()),
+            StartDistribution::DataMoments { abar, mean, cov } => start_from_data_moments(z, sample_len, *abar, mean, cov),
+            StartDistribution::DataDiag { abar, mean, var } => start_from_data_diag(z, sample_len, *abar, mean, var),
+        }
+    }
+}
+
 /// Largest sample length [`start_from_data_moments`] takes a full covariance for; longer samples
 /// (images) use per-coordinate variances ([`start_from_data_diag`]).
 pub const MAX_FULL_COV_DIM: usize = 16;
@@ -23,9 +55,7 @@ fn check_common(z: &[f32], sample_len: usize, abar: f64, mean: &[f64]) -> Result
         )));
     }
     if !(abar.is_finite() && abar > 0.0 && abar <= 1.0) {
-        return Err(SampleError::Config(format!(
-            "abar = {abar} must be in (0, 1]; take it from the schedule at the first timestep"
-        )));
+        return Err(SampleError::Config(format!("abar = {abar} must be in (0, 1]; take it from the schedule at the first timestep")));
     }
     if mean.len() != sample_len || mean.iter().any(|m| !m.is_finite()) {
         return Err(SampleError::Config(format!(
@@ -40,13 +70,7 @@ fn check_common(z: &[f32], sample_len: usize, abar: f64, mean: &[f64]) -> Result
 /// `x_t ~ N(sqrt(abar) mean, abar cov + (1 - abar) I)` per sample, in place. `cov` is the data's
 /// full covariance (`sample_len` rows of `sample_len`, symmetric positive semi-definite);
 /// `sample_len` may be at most [`MAX_FULL_COV_DIM`].
-pub fn start_from_data_moments(
-    z: &mut [f32],
-    sample_len: usize,
-    abar: f64,
-    mean: &[f64],
-    cov: &[Vec<f64>],
-) -> Result<(), SampleError> {
+pub fn start_from_data_moments(z: &mut [f32], sample_len: usize, abar: f64, mean: &[f64], cov: &[Vec<f64>]) -> Result<(), SampleError> {
     if sample_len > MAX_FULL_COV_DIM {
         return Err(SampleError::Config(format!(
             "a full data covariance is supported up to {MAX_FULL_COV_DIM} dimensions, samples have {sample_len}; pass per-coordinate variances (start_from_data_diag)"
@@ -54,39 +78,23 @@ pub fn start_from_data_moments(
     }
     check_common(z, sample_len, abar, mean)?;
     let d = sample_len;
-    if cov.len() != d
-        || cov
-            .iter()
-            .any(|row| row.len() != d || row.iter().any(|c| !c.is_finite()))
-    {
-        return Err(SampleError::Config(format!(
-            "data covariance must be {d} x {d} finite values; recompute the data moments"
-        )));
+    if cov.len() != d || cov.iter().any(|row| row.len() != d || row.iter().any(|c| !c.is_finite())) {
+        return Err(SampleError::Config(format!("data covariance must be {d} x {d} finite values; recompute the data moments")));
     }
-    let scale = cov
-        .iter()
-        .enumerate()
-        .map(|(i, row)| row[i].abs())
-        .fold(1.0, f64::max);
-    let asymmetric = (0..d)
-        .flat_map(|i| (0..i).map(move |j| (i, j)))
-        .find(|&(i, j)| (cov[i][j] - cov[j][i]).abs() > 1e-9 * scale);
+    let scale = cov.iter().enumerate().map(|(i, row)| row[i].abs()).fold(1.0, f64::max);
+    let asymmetric = (0..d).flat_map(|i| (0..i).map(move |j| (i, j))).find(|&(i, j)| (cov[i][j] - cov[j][i]).abs() > 1e-9 * scale);
     if let Some((i, j)) = asymmetric {
         return Err(SampleError::Config(format!(
             "data covariance is not symmetric (cov[{i}][{j}] = {}, cov[{j}][{i}] = {}); recompute the data moments",
             cov[i][j], cov[j][i]
         )));
     }
-    let target: Vec<Vec<f64>> = (0..d)
-        .map(|i| {
-            (0..d)
-                .map(|j| abar * cov[i][j] + if i == j { 1.0 - abar } else { 0.0 })
-                .collect()
-        })
-        .collect();
+    let target: Vec<Vec<f64>> =
+        (0..d).map(|i| (0..d).map(|j| abar * cov[i][j] + if i == j { 1.0 - abar } else { 0.0 }).collect()).collect();
     let l = cholesky(&target).ok_or_else(|| {
         SampleError::Config(
-            "abar * cov + (1 - abar) I is not positive definite (the data covariance has negative eigenvalues); recompute the data moments".to_string(),
+            "abar * cov + (1 - abar) I is not positive definite (the data covariance has negative eigenvalues); recompute the data moments"
+                .to_string(),
         )
     })?;
     let shift: Vec<f64> = mean.iter().map(|m| abar.sqrt() * m).collect();
@@ -102,13 +110,7 @@ pub fn start_from_data_moments(
 
 /// As [`start_from_data_moments`] with a diagonal covariance `var` (per-coordinate variances of
 /// the data), any sample length: `x_j = sqrt(abar) mean_j + sqrt(abar var_j + 1 - abar) z_j`.
-pub fn start_from_data_diag(
-    z: &mut [f32],
-    sample_len: usize,
-    abar: f64,
-    mean: &[f64],
-    var: &[f64],
-) -> Result<(), SampleError> {
+pub fn start_from_data_diag(z: &mut [f32], sample_len: usize, abar: f64, mean: &[f64], var: &[f64]) -> Result<(), SampleError> {
     check_common(z, sample_len, abar, mean)?;
     if var.len() != sample_len || var.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
         return Err(SampleError::Config(format!(
@@ -156,11 +158,7 @@ mod tests {
 
     #[test]
     fn cholesky_reconstructs() {
-        let a = vec![
-            vec![4.0, 2.0, 0.6],
-            vec![2.0, 5.0, 1.0],
-            vec![0.6, 1.0, 3.0],
-        ];
+        let a = vec![vec![4.0, 2.0, 0.6], vec![2.0, 5.0, 1.0], vec![0.6, 1.0, 3.0]];
         let l = cholesky(&a).unwrap();
         for i in 0..3 {
             for j in 0..3 {
@@ -203,18 +201,28 @@ mod tests {
     fn diag_matches_full_with_diagonal_cov() {
         let z0 = gaussian_noise(8, 3);
         let (mut a, mut b) = (z0.clone(), z0);
-        start_from_data_moments(
-            &mut a,
-            2,
-            0.5,
-            &[0.1, 0.2],
-            &[vec![2.0, 0.0], vec![0.0, 0.3]],
-        )
-        .unwrap();
+        start_from_data_moments(&mut a, 2, 0.5, &[0.1, 0.2], &[vec![2.0, 0.0], vec![0.0, 0.3]]).unwrap();
         start_from_data_diag(&mut b, 2, 0.5, &[0.1, 0.2], &[2.0, 0.3]).unwrap();
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn start_distribution_dispatches_to_the_maps() {
+        let z0 = gaussian_noise(40, 5);
+        let mut unit = z0.clone();
+        StartDistribution::Unit.apply(&mut unit, 20).unwrap();
+        assert_eq!(unit, z0);
+        let (mean, var) = (vec![0.5; 20], vec![2.0; 20]);
+        let mut diag = z0.clone();
+        let dist = StartDistribution::DataDiag { abar: 0.3, mean: mean.clone(), var: var.clone() };
+        dist.apply(&mut diag, 20).unwrap();
+        let mut direct = z0;
+        start_from_data_diag(&mut direct, 20, 0.3, &mean, &var).unwrap();
+        assert_eq!(diag, direct);
+        assert_eq!(dist.name(), "data");
+        assert_eq!(StartDistribution::Unit.name(), "unit");
     }
 
     #[test]
@@ -234,13 +242,6 @@ mod tests {
         assert!(start_from_data_diag(&mut big, 17, 0.5, &[0.0; 17], &[1.0; 17]).is_ok());
         assert!(start_from_data_diag(&mut z, 2, 0.5, &[0.0; 2], &[-1.0, 1.0]).is_err());
         // abar = 1 with a singular covariance cannot be factored.
-        assert!(start_from_data_moments(
-            &mut z,
-            2,
-            1.0,
-            &[0.0; 2],
-            &[vec![1.0, 1.0], vec![1.0, 1.0]]
-        )
-        .is_err());
+        assert!(start_from_data_moments(&mut z, 2, 1.0, &[0.0; 2], &[vec![1.0, 1.0], vec![1.0, 1.0]]).is_err());
     }
 }

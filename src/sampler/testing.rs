@@ -40,11 +40,7 @@ pub struct KeyedNoise {
 
 impl KeyedNoise {
     pub fn new(seed: u64, first: usize) -> Self {
-        KeyedNoise {
-            seed,
-            first,
-            calls: Vec::new(),
-        }
+        KeyedNoise { seed, first, calls: Vec::new() }
     }
 }
 
@@ -92,8 +88,7 @@ impl GaussianDenoiser {
     /// standardised coordinate `(x - alpha mu)/sqrt(alpha^2 s^2 + sigma^2)` is constant along it.
     /// `to = NoiseLevel::CLEAN` gives the ODE's clean-data end point.
     pub fn ode_map(&self, from: NoiseLevel, to: NoiseLevel, x: &[f64]) -> Vec<f64> {
-        let scale =
-            |l: NoiseLevel| (l.alpha * l.alpha * self.s * self.s + l.sigma * l.sigma).sqrt();
+        let scale = |l: NoiseLevel| (l.alpha * l.alpha * self.s * self.s + l.sigma * l.sigma).sqrt();
         let ratio = scale(to) / scale(from);
         x.iter()
             .enumerate()
@@ -144,9 +139,7 @@ impl Denoiser for GaussianDenoiser {
                 PredictionType::Sample => x0,
             } as f32;
         }
-        Ok(EvalInfo {
-            gate: Some([t as f32, 0.0]),
-        })
+        Ok(EvalInfo { gate: Some([t as f32, 0.0]) })
     }
 }
 

@@ -19,19 +19,9 @@ use crate::schedule::{NoiseLevel, NoiseSchedule};
 /// UniPC-bh2 of order `order` (diffusers' `solver_order`, 2 by default) over the integer
 /// timesteps `ts`, ending at clean data. Predictor order at step i:
 /// `min(order, N - i, i + 1)`; the corrector at step i uses the predictor order of step i-1.
-pub(crate) fn unipc_bh2(
-    run: &mut Run,
-    sched: &NoiseSchedule,
-    ts: &[usize],
-    order: usize,
-    x: &mut [f32],
-) -> Result<(), SampleError> {
+pub(crate) fn unipc_bh2(run: &mut Run, sched: &NoiseSchedule, ts: &[usize], order: usize, x: &mut [f32]) -> Result<(), SampleError> {
     let n = ts.len();
-    let levels: Vec<NoiseLevel> = ts
-        .iter()
-        .map(|&t| NoiseLevel::from_abar(sched.alphas_cumprod()[t]))
-        .chain([NoiseLevel::CLEAN])
-        .collect();
+    let levels: Vec<NoiseLevel> = ts.iter().map(|&t| NoiseLevel::from_abar(sched.alphas_cumprod()[t])).chain([NoiseLevel::CLEAN]).collect();
     let lambdas: Vec<f64> = levels.iter().map(|l| l.lambda()).collect();
     // x0 predictions m_i, m_{i-1}, ... (newest first), at most `order` kept.
     let mut m: Vec<Vec<f64>> = Vec::with_capacity(order + 1);
@@ -83,21 +73,11 @@ fn bh2(h: f64, p: usize) -> Bh2 {
 
 /// The ratios `r_k = (lambda_{s_k} - lambda_s0)/h` (k = 1..p-1, looking back from step `s0`) and
 /// the differences `D1_k = (m_k - m0)/r_k`, per element: returns (r, D1 row-major [k][j]).
-fn differences(
-    lambdas: &[f64],
-    s0: usize,
-    h: f64,
-    p: usize,
-    m: &[Vec<f64>],
-) -> (Vec<f64>, Vec<Vec<f64>>) {
+fn differences(lambdas: &[f64], s0: usize, h: f64, p: usize, m: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
     (1..p)
         .map(|k| {
             let r = (lambdas[s0 - k] - lambdas[s0]) / h;
-            let d: Vec<f64> = m[k]
-                .iter()
-                .zip(&m[0])
-                .map(|(mk, m0)| (mk - m0) / r)
-                .collect();
+            let d: Vec<f64> = m[k].iter().zip(&m[0]).map(|(mk, m0)| (mk - m0) / r).collect();
             (r, d)
         })
         .unzip()
@@ -106,14 +86,7 @@ fn differences(
 /// UniP-p (predictor) from step `s0` to `s0 + 1`, data prediction:
 /// `x_t = (sigma_t/sigma_s0) x - alpha_t h phi_1 m0 - alpha_t B(h) sum_k rho_k D1_k`,
 /// with rho = 0.5 for p = 2 and rho solving `R[:-1,:-1] rho = b[:-1]` for p > 2.
-fn uni_p(
-    x: &[f32],
-    levels: &[NoiseLevel],
-    lambdas: &[f64],
-    s0: usize,
-    p: usize,
-    m: &[Vec<f64>],
-) -> Vec<f64> {
+fn uni_p(x: &[f32], levels: &[NoiseLevel], lambdas: &[f64], s0: usize, p: usize, m: &[Vec<f64>]) -> Vec<f64> {
     let (ls0, lt) = (levels[s0], levels[s0 + 1]);
     let h = lambdas[s0 + 1] - lambdas[s0];
     let c = bh2(h, p);
@@ -136,15 +109,7 @@ fn uni_p(
 /// prediction `m_t` at the predicted point: rho solves `R rho = b` (rho = 0.5 for p = 1) and
 /// `x_t = (sigma_t/sigma_s0) x_last - alpha_t h phi_1 m0
 ///        - alpha_t B(h) (sum_{k<p} rho_k D1_k + rho_p (m_t - m0))`.
-fn uni_c(
-    x_last: &[f32],
-    levels: &[NoiseLevel],
-    lambdas: &[f64],
-    s0: usize,
-    p: usize,
-    m: &[Vec<f64>],
-    m_t: &[f64],
-) -> Vec<f64> {
+fn uni_c(x_last: &[f32], levels: &[NoiseLevel], lambdas: &[f64], s0: usize, p: usize, m: &[Vec<f64>], m_t: &[f64]) -> Vec<f64> {
     let (ls0, lt) = (levels[s0], levels[s0 + 1]);
     let h = lambdas[s0 + 1] - lambdas[s0];
     let c = bh2(h, p);
@@ -168,9 +133,7 @@ fn uni_c(
 
 /// The p x p matrix `R[i][k] = r_k^i` (rows i = 0..p; columns the first p ratios).
 fn vandermonde(r: &[f64], p: usize) -> Vec<Vec<f64>> {
-    (0..p)
-        .map(|i| r[..p].iter().map(|rk| rk.powi(i as i32)).collect())
-        .collect()
+    (0..p).map(|i| r[..p].iter().map(|rk| rk.powi(i as i32)).collect()).collect()
 }
 
 /// Solves the small dense system `a y = b` by Gaussian elimination with partial pivoting
@@ -178,9 +141,7 @@ fn vandermonde(r: &[f64], p: usize) -> Vec<Vec<f64>> {
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
-            .unwrap_or(col);
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap_or(col);
         a.swap(col, pivot);
         b.swap(col, pivot);
         let (upper, lower) = a.split_at_mut(col + 1);
@@ -207,11 +168,7 @@ mod tests {
 
     #[test]
     fn solve_small_systems() {
-        let a = vec![
-            vec![2.0, 1.0, -1.0],
-            vec![-3.0, -1.0, 2.0],
-            vec![-2.0, 1.0, 2.0],
-        ];
+        let a = vec![vec![2.0, 1.0, -1.0], vec![-3.0, -1.0, 2.0], vec![-2.0, 1.0, 2.0]];
         let y = solve(a, vec![8.0, -11.0, -3.0]);
         for (yi, e) in y.iter().zip([2.0, 3.0, -1.0]) {
             assert!((yi - e).abs() < 1e-12, "{y:?}");
