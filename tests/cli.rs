@@ -8,26 +8,9 @@ use std::process::{Command, Output};
 use prost::Message;
 use tract_onnx::pb;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dualscale");
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The binary as a command. Under cross/test.sh (qemu-user) `DUALSCALE_TEST_RUNNER` names the
-/// emulator and its flags, so the tests do not depend on binfmt_misc on the build machine.
-fn command() -> Command {
-    let runner = std::env::var("DUALSCALE_TEST_RUNNER").unwrap_or_default();
-    let mut parts = runner.split_whitespace();
-    match parts.next() {
-        Some(emulator) => {
-            let mut c = Command::new(emulator);
-            c.args(parts).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    }
-}
+use common::{command, repo};
 
 fn dualscale(args: &[&str]) -> Output {
     command().args(args).env("NO_COLOR", "1").env_remove("RUST_LOG").output().expect("run dualscale")

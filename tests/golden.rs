@@ -5,28 +5,11 @@
 //! chunk, sidecars equal but for the version, the timing and the directory, and scatter plots
 //! pixel for pixel (their `parameters` chunk is new on purpose).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dualscale");
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The binary, under `DUALSCALE_TEST_RUNNER` (qemu-user) when cross/test.sh sets it.
-fn command() -> Command {
-    let runner = std::env::var("DUALSCALE_TEST_RUNNER").unwrap_or_default();
-    let mut parts = runner.split_whitespace();
-    match parts.next() {
-        Some(emulator) => {
-            let mut c = Command::new(emulator);
-            c.args(parts).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    }
-}
+use common::{command, repo};
 
 fn run_into(args: &[&str], out: &Path) {
     let o = command().args(args).arg("--out").arg(out).env_remove("RUST_LOG").output().unwrap();
