@@ -14,6 +14,7 @@ use crate::cpu::Precision;
 use crate::device::Device;
 use crate::manifest::ScheduleOverrides;
 use crate::model::{LoadOptions, ModelSource};
+use crate::output::{Upscale, UpscaleFilter, MAX_UPSCALE};
 use crate::pipeline::{InitChoice, Request, StepChoice, MAX_TIME_BUDGET};
 use crate::sampler::SamplerKind;
 use crate::schedule::{BetaSchedule, PredictionType, TimestepSpacing, MAX_TRAIN_TIMESTEPS};
@@ -50,6 +51,7 @@ value_enum!(
     Precision => Precision::ALL,
     Device => Device::ALL,
     InitChoice => InitChoice::ALL,
+    UpscaleFilter => UpscaleFilter::ALL,
 );
 
 #[derive(Debug, Parser)]
@@ -154,6 +156,12 @@ pub struct GenerateArgs {
     /// Starting distribution: auto (data moments when the schedule does not reach pure noise and the manifest has data_stats), unit (N(0,I), as diffusers), data.
     #[arg(long, value_enum, default_value_t = InitChoice::Auto)]
     pub init: InitChoice,
+    /// Image models: enlarge each PNG K times for display (the .json data is not scaled).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub upscale: u32,
+    /// How --upscale enlarges: nearest (crisp K x K pixel blocks) or smooth (Catmull-Rom cubic).
+    #[arg(long, value_enum, default_value_t = UpscaleFilter::Nearest)]
+    pub upscale_filter: UpscaleFilter,
     /// Print JSON event lines on stdout instead of paths.
     #[arg(long)]
     pub json: bool,
@@ -227,6 +235,7 @@ pub struct GenerateConfig {
     pub out: PathBuf,
     pub name: String,
     pub overwrite: bool,
+    pub upscale: Upscale,
     pub json: bool,
 }
 
@@ -394,8 +403,12 @@ impl GenerateArgs {
             init: self.init,
             init_noise: None,
         };
+        if !(1..=MAX_UPSCALE).contains(&self.upscale) {
+            return Err(usage(format!("--upscale must be between 1 and {MAX_UPSCALE}, got {}", self.upscale)));
+        }
         Ok(GenerateConfig {
             model: self.model.to_choice()?,
+            upscale: Upscale { factor: self.upscale, filter: self.upscale_filter },
             request,
             init_noise: self.init_noise.clone(),
             out: self.out.clone(),

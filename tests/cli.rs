@@ -955,3 +955,34 @@ fn precision_f16_narrows_an_fp32_model() {
     let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("half.json")).unwrap()).unwrap();
     assert_eq!(sidecar["compute"], "F16");
 }
+
+#[test]
+fn upscale_enlarges_image_pngs_for_display() {
+    let unet = repo().join("tests/fixtures/unet/model.onnx");
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    for (name, extra) in
+        [("plain", vec![]), ("big", vec!["--upscale", "4"]), ("soft", vec!["--upscale", "3", "--upscale-filter", "smooth"])]
+    {
+        let mut args = vec!["generate", "--model", unet.to_str().unwrap(), "--steps", "2", "--name", name, "--out", o];
+        args.extend(extra);
+        let r = dualscale(&args);
+        assert_eq!(r.status.code(), Some(0), "{name}: {}", stderr(&r));
+    }
+    let size = |n: &str| {
+        let img = image::open(out.path().join(format!("{n}.png"))).unwrap();
+        (img.width(), img.height())
+    };
+    assert_eq!(size("plain"), (16, 16));
+    assert_eq!(size("big"), (64, 64));
+    assert_eq!(size("soft"), (48, 48));
+    // Nearest: every 4x4 block of the big image is one pixel of the plain one.
+    let plain = image::open(out.path().join("plain.png")).unwrap().to_rgb8();
+    let big = image::open(out.path().join("big.png")).unwrap().to_rgb8();
+    for (x, y, p) in big.enumerate_pixels() {
+        assert_eq!(p, plain.get_pixel(x / 4, y / 4));
+    }
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("big.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["upscale"], "4x nearest");
+    assert_fails(&dualscale(&["generate", "--upscale", "0", "--out", o]), 2, "--upscale");
+}

@@ -35,7 +35,13 @@ fn generate(cfg: &GenerateConfig, progress: &Progress, stop: &AtomicBool) -> any
     let device = model.device();
     let mut generator = Generator::new(model)?;
     let plan = generator.plan(&request)?;
-    let naming = Naming { dir: cfg.out.clone(), template: cfg.name.clone(), overwrite: cfg.overwrite, created: SystemTime::now() };
+    let naming = Naming {
+        dir: cfg.out.clone(),
+        template: cfg.name.clone(),
+        overwrite: cfg.overwrite,
+        created: SystemTime::now(),
+        upscale: cfg.upscale,
+    };
     let layout = OutputLayout::new(&plan, &naming)?;
     if let Some(b) = &plan.budget {
         report_budget(cfg.json, &plan, b)?;

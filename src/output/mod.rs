@@ -22,7 +22,7 @@ mod scatter;
 
 pub use atomic::{write_atomic, OutputFile, OutputSet, MAX_FILE_NAME_BYTES};
 pub use names::{expand_name, NameVars};
-pub use png::image_png;
+pub use png::{image_png, image_png_upscaled, Upscale, UpscaleFilter, MAX_UPSCALE};
 pub use points::points_csv;
 pub use scatter::{scatter_png, scatter_png_with, ScatterOptions, View};
 
@@ -61,12 +61,14 @@ pub enum OutputError {
     BadChannels(usize),
     #[error("an image of {c}x{h}x{w} (CxHxW) needs {need} values but {got} were given; pass the model output for one image")]
     ImageLength { c: usize, h: usize, w: usize, need: u128, got: usize },
-    #[error("an image of {h}x{w} pixels cannot be written as PNG; both sides must be between 1 and 2^31 - 1")]
+    #[error("an image of {h}x{w} pixels cannot be written as PNG; both sides must be between 1 and 65536")]
     ImageSize { h: usize, w: usize },
     #[error("could not encode the PNG: {0}")]
     Png(String),
     #[error("cannot create output directory {} ({detail}); pass another --out", dir.display())]
     CreateDir { dir: PathBuf, detail: String },
+    #[error("--upscale {0} is too large; use 1 to 32")]
+    BadUpscale(u32),
     #[error("interrupted while writing the outputs; nothing was written")]
     Interrupted,
 }

@@ -1,8 +1,71 @@
-//! Images as 8-bit PNG, with the generation recipe in a `parameters` text chunk.
+//! Images as 8-bit PNG, with the generation recipe in a `parameters` text chunk, optionally
+//! enlarged for display (`--upscale`).
+
+use image::imageops::FilterType;
+use image::{ImageBuffer, Luma, Rgb, Rgba};
 
 use super::OutputError;
 
-// ---------------------------------------------------------------------------------------------
+/// Largest `--upscale` factor.
+pub const MAX_UPSCALE: u32 = 32;
+
+/// How an image is enlarged for display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpscaleFilter {
+    /// Each pixel becomes a K x K block: the model's pixels exactly, crisp pixel art.
+    #[default]
+    Nearest,
+    /// Catmull-Rom cubic interpolation: smooth edges, no blocks (slight ringing at hard edges).
+    Smooth,
+}
+
+impl UpscaleFilter {
+    pub const ALL: [UpscaleFilter; 2] = [UpscaleFilter::Nearest, UpscaleFilter::Smooth];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UpscaleFilter::Nearest => "nearest",
+            UpscaleFilter::Smooth => "smooth",
+        }
+    }
+}
+
+/// An enlargement of every image by an integer factor (1: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upscale {
+    pub factor: u32,
+    pub filter: UpscaleFilter,
+}
+
+impl Default for Upscale {
+    fn default() -> Self {
+        Upscale { factor: 1, filter: UpscaleFilter::Nearest }
+    }
+}
+
+/// [`image_png`] of the image enlarged `up.factor` times with `up.filter`.
+pub fn image_png_upscaled(chw: &[f32], c: usize, h: usize, w: usize, parameters: &str, up: Upscale) -> Result<Vec<u8>, OutputError> {
+    if up.factor <= 1 {
+        return image_png(chw, c, h, w, parameters);
+    }
+    if up.factor > MAX_UPSCALE {
+        return Err(OutputError::BadUpscale(up.factor));
+    }
+    let (color, hwc) = to_hwc(chw, c, h, w)?;
+    let (nw, nh) = (w as u32 * up.factor, h as u32 * up.factor);
+    let filter = match up.filter {
+        UpscaleFilter::Nearest => FilterType::Nearest,
+        UpscaleFilter::Smooth => FilterType::CatmullRom,
+    };
+    let bad = || OutputError::ImageSize { h, w };
+    let (w32, h32) = (w as u32, h as u32);
+    let big: Vec<u8> = match c {
+        1 => image::imageops::resize(&ImageBuffer::<Luma<u8>, _>::from_raw(w32, h32, hwc).ok_or_else(bad)?, nw, nh, filter).into_raw(),
+        3 => image::imageops::resize(&ImageBuffer::<Rgb<u8>, _>::from_raw(w32, h32, hwc).ok_or_else(bad)?, nw, nh, filter).into_raw(),
+        _ => image::imageops::resize(&ImageBuffer::<Rgba<u8>, _>::from_raw(w32, h32, hwc).ok_or_else(bad)?, nw, nh, filter).into_raw(),
+    };
+    encode_png(nw, nh, color, &big, Some(("parameters", parameters)))
+}
 
 /// A model output image (`c` x `h` x `w`, channel-major, values in [-1, 1]) as 8-bit PNG bytes,
 /// with the generation recipe in a text chunk with keyword `parameters`, as AUTOMATIC1111 and
@@ -10,13 +73,19 @@ use super::OutputError;
 /// becomes 0). `c` is 1 (gray), 3 (RGB) or 4 (RGBA). The chunk is `tEXt` when the text is
 /// Latin-1, as PNG requires, and `iTXt` (UTF-8) otherwise, as Pillow does.
 pub fn image_png(chw: &[f32], c: usize, h: usize, w: usize, parameters: &str) -> Result<Vec<u8>, OutputError> {
+    let (color, hwc) = to_hwc(chw, c, h, w)?;
+    encode_png(w as u32, h as u32, color, &hwc, Some(("parameters", parameters)))
+}
+
+/// The PNG color type and interleaved 8-bit pixels of a channel-major image in [-1, 1].
+fn to_hwc(chw: &[f32], c: usize, h: usize, w: usize) -> Result<(png::ColorType, Vec<u8>), OutputError> {
     let color = match c {
         1 => png::ColorType::Grayscale,
         3 => png::ColorType::Rgb,
         4 => png::ColorType::Rgba,
         _ => return Err(OutputError::BadChannels(c)),
     };
-    let max_side = (1usize << 31) - 1;
+    let max_side = 1usize << 16;
     if h == 0 || w == 0 || h > max_side || w > max_side {
         return Err(OutputError::ImageSize { h, w });
     }
@@ -32,7 +101,7 @@ pub fn image_png(chw: &[f32], c: usize, h: usize, w: usize, parameters: &str) ->
             hwc[i * c + ch] = ((x + 1.0) * 0.5 * 255.0).round().clamp(0.0, 255.0) as u8;
         }
     }
-    encode_png(w as u32, h as u32, color, &hwc, Some(("parameters", parameters)))
+    Ok((color, hwc))
 }
 
 /// PNG bytes of 8-bit pixels `data` (row-major, interleaved), with an optional text chunk.
@@ -120,5 +189,30 @@ mod tests {
         let (info, _, _) = decode(&std::fs::read(&path).unwrap());
         assert_eq!((info.width, info.height), (2, 2));
         assert_eq!(entries(dir.path()), vec!["moons-dual-007.png"]);
+    }
+
+    #[test]
+    fn upscaling_keeps_pixels_and_the_recipe() {
+        // A 2x2 RGB image: red, green / blue, white.
+        let chw = [1.0, -1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0];
+        let up = Upscale { factor: 4, filter: UpscaleFilter::Nearest };
+        let (info, px, meta) = decode(&image_png_upscaled(&chw, 3, 2, 2, "Steps: 4", up).unwrap());
+        assert_eq!((info.width, info.height), (8, 8));
+        let at = |x: usize, y: usize| &px[(y * 8 + x) * 3..(y * 8 + x) * 3 + 3];
+        assert_eq!(at(0, 0), [255, 0, 0]);
+        assert_eq!(at(3, 3), [255, 0, 0]);
+        assert_eq!(at(4, 0), [0, 255, 0]);
+        assert_eq!(at(0, 7), [0, 0, 255]);
+        assert_eq!(at(7, 7), [255, 255, 255]);
+        assert_eq!(meta.uncompressed_latin1_text[0].text, "Steps: 4");
+        // Smooth: same size, blended values between the blocks, corners keep their colour.
+        let smooth = Upscale { factor: 4, filter: UpscaleFilter::Smooth };
+        let (info, px, _) = decode(&image_png_upscaled(&chw, 3, 2, 2, "", smooth).unwrap());
+        assert_eq!((info.width, info.height), (8, 8));
+        assert!(px[3 * 3] > 0 && px[3 * 3] < 255, "no blend at the edge: {:?}", &px[..24]);
+        // Factor 1 is the plain image; factors beyond the limit are errors.
+        assert_eq!(image_png_upscaled(&chw, 3, 2, 2, "p", Upscale::default()).unwrap(), image_png(&chw, 3, 2, 2, "p").unwrap());
+        let huge = Upscale { factor: 33, filter: UpscaleFilter::Nearest };
+        assert!(matches!(image_png_upscaled(&chw, 3, 2, 2, "p", huge), Err(OutputError::BadUpscale(33))));
     }
 }

@@ -19,6 +19,7 @@
 //! use std::time::SystemTime;
 //!
 //! use dualscale::model::{LoadOptions, Model, ModelSource};
+//! use dualscale::output::{Upscale, UpscaleFilter};
 //! use dualscale::pipeline::{Generator, Naming, OutputLayout, Recipe, Request, StepChoice};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,7 +31,13 @@
 //! let request = Request { seed: 42, steps: StepChoice::Exactly(4.try_into()?), ..Request::default() };
 //! let plan = generator.plan(&request)?;
 //! let dir = tempfile::tempdir()?;
-//! let naming = Naming { dir: dir.path().into(), template: "picture-{index}".into(), overwrite: false, created: SystemTime::now() };
+//! let naming = Naming {
+//!     dir: dir.path().into(),
+//!     template: "picture-{index}".into(),
+//!     overwrite: false,
+//!     created: SystemTime::now(),
+//!     upscale: Upscale { factor: 4, filter: UpscaleFilter::Nearest },
+//! };
 //! let layout = OutputLayout::new(&plan, &naming)?;
 //!
 //! let stop = AtomicBool::new(false);

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::{PipelineError, Recipe, RunPlan, Samples};
 use crate::model::ModelKind;
-use crate::output::{self, NameVars, OutputFile, OutputSet, MAX_FILE_NAME_BYTES};
+use crate::output::{self, NameVars, OutputFile, OutputSet, Upscale, MAX_FILE_NAME_BYTES, MAX_UPSCALE};
 
 /// Where and how a run's files are named.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,8 @@ pub struct Naming {
     pub overwrite: bool,
     /// The time `{time}` and the recipe record.
     pub created: SystemTime,
+    /// Enlargement of image PNGs for display (the `.npy`/sidecar data is never scaled).
+    pub upscale: Upscale,
 }
 
 /// What one file of a run holds.
@@ -43,6 +45,7 @@ pub struct OutputLayout {
     files: Vec<(FileRole, PathBuf)>,
     overwrite: bool,
     created: SystemTime,
+    upscale: Upscale,
 }
 
 impl OutputLayout {
@@ -51,6 +54,9 @@ impl OutputLayout {
     /// (created here if missing), no existing file unless overwriting, and results that can be
     /// encoded (PNG needs 1, 3 or 4 channels).
     pub fn new(plan: &RunPlan, naming: &Naming) -> Result<OutputLayout, PipelineError> {
+        if !(1..=MAX_UPSCALE).contains(&naming.upscale.factor) {
+            return Err(PipelineError::Request(format!("--upscale {} is outside 1..={MAX_UPSCALE}", naming.upscale.factor)));
+        }
         prepare_dir(&naming.dir)?;
         let roles: Vec<Vec<FileRole>> = match plan.model.kind {
             ModelKind::Points { dim } => {
@@ -99,7 +105,7 @@ impl OutputLayout {
                 files.push((role, path));
             }
         }
-        Ok(OutputLayout { files, overwrite: naming.overwrite, created: naming.created })
+        Ok(OutputLayout { files, overwrite: naming.overwrite, created: naming.created, upscale: naming.upscale })
     }
 
     /// Every file, in writing order.
@@ -112,6 +118,11 @@ impl OutputLayout {
         self.overwrite
     }
 
+    /// The enlargement of image PNGs.
+    pub fn upscale(&self) -> Upscale {
+        self.upscale
+    }
+
     /// When the run was made (`{time}`, `created_unix`).
     pub fn created(&self) -> SystemTime {
         self.created
@@ -121,6 +132,14 @@ impl OutputLayout {
     pub fn encode(&self, plan: &RunPlan, samples: &Samples, recipe: &Recipe) -> Result<OutputSet, PipelineError> {
         let len = plan.sample_len();
         let x = &samples.values;
+        let mut scaled;
+        let recipe = if self.upscale.factor > 1 && matches!(plan.model.kind, ModelKind::Image { .. }) {
+            scaled = recipe.clone();
+            scaled.upscale = Some(format!("{}x {}", self.upscale.factor, self.upscale.filter.name()));
+            &scaled
+        } else {
+            recipe
+        };
         let mut set = OutputSet::default();
         for (role, path) in &self.files {
             let bytes = match (*role, plan.model.kind) {
@@ -136,7 +155,7 @@ impl OutputLayout {
                 }
                 (FileRole::Image { index }, ModelKind::Image { channels, height, width }) => {
                     let image = &x[index * len..(index + 1) * len];
-                    output::image_png(image, channels, height, width, &recipe.parameters_line(Some(index)))?
+                    output::image_png_upscaled(image, channels, height, width, &recipe.parameters_line(Some(index)), self.upscale)?
                 }
                 (FileRole::Sidecar { index: Some(index) }, _) => {
                     let mut r = recipe.clone();

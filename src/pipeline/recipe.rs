@@ -114,6 +114,9 @@ pub struct Recipe {
     pub steps: usize,
     pub threads: usize,
     pub timesteps: Vec<f64>,
+    /// Image PNGs enlarged for display: `4x nearest` (absent when not enlarged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upscale: Option<String>,
 }
 
 impl Recipe {
@@ -151,6 +154,7 @@ impl Recipe {
             steps: samples.stats.steps,
             threads: plan.threads,
             timesteps: samples.stats.timesteps.clone(),
+            upscale: None,
         }
     }
 
