@@ -275,7 +275,7 @@ pub struct BenchConfig {
 /// A validated command.
 #[derive(Debug, Clone)]
 pub enum Config {
-    Generate(GenerateConfig),
+    Generate(Box<GenerateConfig>),
     Info(InfoConfig),
     Eval(EvalConfig),
     Bench(BenchConfig),
@@ -285,7 +285,7 @@ impl Cli {
     /// Validates every flag; `started` is when the process started (a time budget counts from it).
     pub fn into_config(self, started: Instant) -> anyhow::Result<Config> {
         Ok(match self.command {
-            Command::Generate(args) => Config::Generate(args.to_config(started)?),
+            Command::Generate(args) => Config::Generate(Box::new(args.to_config(started)?)),
             Command::Info(args) => Config::Info(args.to_config()),
             Command::Eval(args) => Config::Eval(args.to_config()?),
             Command::Bench(args) => Config::Bench(args.to_config()?),

@@ -30,7 +30,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Runs a command. `stop` is set by the signal handler installed in `main`.
 pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
     match config {
-        Config::Generate(cfg) => generate::run(cfg, stop)?,
+        Config::Generate(cfg) => generate::run(*cfg, stop)?,
         Config::Info(cfg) => info::run(&cfg)?,
         Config::Eval(cfg) => eval::run(&cfg)?,
         Config::Bench(cfg) => bench::run(&cfg, stop)?,
