@@ -50,12 +50,14 @@
 //! # }
 //! ```
 
+mod journal;
 mod outputs;
 mod plan;
 mod recipe;
 mod request;
 mod sample;
 
+pub use journal::Journal;
 pub use outputs::{FileRole, Naming, OutputLayout};
 pub use plan::{BudgetDecision, RunPlan};
 pub use recipe::{GateWeight, ModelRecipe, Recipe, ScheduleRecipe};

@@ -7,9 +7,10 @@ use std::ops::ControlFlow;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use super::journal::{Journal, Journaled};
 use super::{Generator, PipelineError, RunPlan};
 use crate::rng::NoiseRng;
-use crate::sampler::{self, SampleError, SampleStats, Step};
+use crate::sampler::{self, Denoiser, SampleError, SampleStats, Step};
 
 /// The starting state of every sample of a run, at the plan's first timestep.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +60,31 @@ pub struct Samples {
 }
 
 impl RunPlan {
+    /// What makes this run's samples what they are (model bytes, schedule, sampler, seed,
+    /// sizes, start, given noise, this build): the sha256 a [`Journal`] is opened with.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let noise = self.init_noise.as_ref().map(|n| crate::manifest::sha256_hex(&crate::npy::to_bytes_f32(&[n.values.len()], &n.values)));
+        h.update(
+            format!(
+                "{}|{}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{:?}",
+                env!("CARGO_PKG_VERSION"),
+                self.model.sha256,
+                self.schedule,
+                self.sampler,
+                self.seed,
+                self.count,
+                self.batch,
+                self.threads,
+                self.start,
+                noise
+            )
+            .as_bytes(),
+        );
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Stage 2: the run's starting state. Sample `k` takes normals `k L ..` of the seed's stream
     /// 0 (`rng.rs`), or the caller's noise, moved to the plan's starting distribution.
     pub fn seeded_start(&self) -> Result<Start, PipelineError> {
@@ -88,49 +114,76 @@ impl Generator {
         on_step: &mut dyn FnMut(&StepReport) -> ControlFlow<()>,
         stop: &AtomicBool,
     ) -> Result<Samples, PipelineError> {
-        let len = plan.sample_len();
-        let mut x = start.x;
-        if x.len() != plan.count * len {
-            return Err(PipelineError::Request(format!(
-                "the start has {} values but the plan needs {} ({} samples of {len}); draw it with RunPlan::seeded_start",
-                x.len(),
-                plan.count * len,
-                plan.count
-            )));
-        }
         self.denoiser.set_threads(plan.threads);
-        let rng = NoiseRng::new(plan.seed);
-        let batches = plan.batches();
-        let mut gates = Vec::new();
-        let mut nfe_total = 0usize;
-        let mut last = None;
-        let started = Instant::now();
-        for (b, chunk) in x.chunks_mut(plan.batch * len).enumerate() {
-            let mut noise = rng.step_noise((b * plan.batch) as u64, len);
-            let nfe_before = nfe_total;
-            let mut step_cb = |step: &Step| {
-                if b == 0 {
-                    if let Some(g) = step.gate {
-                        gates.push(GateRecord { step: step.index, t: step.t, gate: g });
-                    }
-                }
-                on_step(&StepReport { batch: b, batches, step, nfe_total: nfe_before + step.nfe })
-            };
-            let stats =
-                sampler::sample_cancellable(&mut self.denoiser, &plan.schedule, &plan.sampler, chunk, &mut noise, &mut step_cb, stop)
-                    .map_err(|e| match e {
-                        SampleError::Interrupted { step } => PipelineError::Interrupted {
-                            at: match sampler::planned_nfe(&plan.sampler) {
-                                Some(_) => format!("step {} of {} (batch {} of {batches})", step + 1, plan.sampler.steps, b + 1),
-                                None => format!("step {} (batch {} of {batches})", step + 1, b + 1),
-                            },
-                        },
-                        other => PipelineError::Sample(other),
-                    })?;
-            nfe_total += stats.nfe;
-            last = Some(stats);
-        }
-        let stats = last.ok_or_else(|| PipelineError::Request("the plan has no samples".into()))?;
-        Ok(Samples { values: x, stats, nfe_total, gates, sampling_seconds: started.elapsed().as_secs_f64() })
+        sample_with(&mut self.denoiser, plan, start, on_step, stop)
     }
+
+    /// [`Generator::sample`] that records every model evaluation in `journal` and answers from
+    /// it the evaluations an interrupted run of the same plan already made, so a run resumed
+    /// after a crash gives the same samples, bit for bit, as one that never stopped
+    /// (`journal.rs`). Open the journal with [`RunPlan::fingerprint`].
+    pub fn sample_journaled(
+        &mut self,
+        plan: &RunPlan,
+        start: Start,
+        on_step: &mut dyn FnMut(&StepReport) -> ControlFlow<()>,
+        stop: &AtomicBool,
+        journal: &mut Journal,
+    ) -> Result<Samples, PipelineError> {
+        self.denoiser.set_threads(plan.threads);
+        let mut journaled = Journaled { inner: &mut self.denoiser, journal };
+        sample_with(&mut journaled, plan, start, on_step, stop)
+    }
+}
+
+fn sample_with(
+    denoiser: &mut dyn Denoiser,
+    plan: &RunPlan,
+    start: Start,
+    on_step: &mut dyn FnMut(&StepReport) -> ControlFlow<()>,
+    stop: &AtomicBool,
+) -> Result<Samples, PipelineError> {
+    let len = plan.sample_len();
+    let mut x = start.x;
+    if x.len() != plan.count * len {
+        return Err(PipelineError::Request(format!(
+            "the start has {} values but the plan needs {} ({} samples of {len}); draw it with RunPlan::seeded_start",
+            x.len(),
+            plan.count * len,
+            plan.count
+        )));
+    }
+    let rng = NoiseRng::new(plan.seed);
+    let batches = plan.batches();
+    let mut gates = Vec::new();
+    let mut nfe_total = 0usize;
+    let mut last = None;
+    let started = Instant::now();
+    for (b, chunk) in x.chunks_mut(plan.batch * len).enumerate() {
+        let mut noise = rng.step_noise((b * plan.batch) as u64, len);
+        let nfe_before = nfe_total;
+        let mut step_cb = |step: &Step| {
+            if b == 0 {
+                if let Some(g) = step.gate {
+                    gates.push(GateRecord { step: step.index, t: step.t, gate: g });
+                }
+            }
+            on_step(&StepReport { batch: b, batches, step, nfe_total: nfe_before + step.nfe })
+        };
+        let stats = sampler::sample_cancellable(denoiser, &plan.schedule, &plan.sampler, chunk, &mut noise, &mut step_cb, stop).map_err(
+            |e| match e {
+                SampleError::Interrupted { step } => PipelineError::Interrupted {
+                    at: match sampler::planned_nfe(&plan.sampler) {
+                        Some(_) => format!("step {} of {} (batch {} of {batches})", step + 1, plan.sampler.steps, b + 1),
+                        None => format!("step {} (batch {} of {batches})", step + 1, b + 1),
+                    },
+                },
+                other => PipelineError::Sample(other),
+            },
+        )?;
+        nfe_total += stats.nfe;
+        last = Some(stats);
+    }
+    let stats = last.ok_or_else(|| PipelineError::Request("the plan has no samples".into()))?;
+    Ok(Samples { values: x, stats, nfe_total, gates, sampling_seconds: started.elapsed().as_secs_f64() })
 }

@@ -1,4 +1,6 @@
-//! What the integration tests share: the repository root and the binary as a command.
+//! What the integration tests share: the repository root and the binary as a command. (Each
+//! test crate uses part of it.)
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
