@@ -677,9 +677,9 @@ fn signals_during_the_write_phase_leave_all_or_nothing() {
     let unet = repo().join("tests/fixtures/unet/model.onnx");
     for signals in [1, 2] {
         let out = tempfile::tempdir().unwrap();
-        // 400 images of 1 step: a short sampling phase and a write phase of 800 files.
+        // 200 images of 1 step: a short sampling phase and a write phase of 400 files.
         let mut child = command()
-            .args(["generate", "--model", unet.to_str().unwrap(), "--steps", "1", "--count", "400", "--batch", "400", "--json"])
+            .args(["generate", "--model", unet.to_str().unwrap(), "--steps", "1", "--count", "200", "--batch", "200", "--json"])
             .args(["--name", "i{index}", "--out", out.path().to_str().unwrap()])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -701,7 +701,7 @@ fn signals_during_the_write_phase_leave_all_or_nothing() {
                 assert_fails(&o, 130, "nothing was written");
             }
             // The signal came after the set was committed: the run finished.
-            Some(0) => assert_eq!(files.len(), 800, "{signals} signal(s)"),
+            Some(0) => assert_eq!(files.len(), 400, "{signals} signal(s)"),
             other => panic!("{signals} signal(s): exit {other:?}: {}", stderr(&o)),
         }
     }
