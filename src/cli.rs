@@ -201,9 +201,10 @@ pub struct EvalArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Batch sizes to time, comma-separated.
-    #[arg(long, default_value = "1,100,1000,10000", value_delimiter = ',')]
-    pub batch: Vec<usize>,
+    /// Batch sizes to time, comma-separated. Without it: a summary for this board (each precision
+    /// the CPU runs well, samples per second at the parallel width, the steps a time budget buys).
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Option<Vec<usize>>,
     /// Timed evaluations per batch size.
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
@@ -265,6 +266,7 @@ pub struct EvalConfig {
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub model: ModelChoice,
+    /// Batch sizes to time; empty for the board summary.
     pub batches: Vec<NonZeroUsize>,
     pub iters: NonZeroUsize,
     pub threads: NonZeroUsize,
@@ -445,7 +447,7 @@ impl BenchArgs {
     pub fn to_config(&self) -> anyhow::Result<BenchConfig> {
         Ok(BenchConfig {
             model: self.model.to_choice()?,
-            batches: self.batch.iter().map(|&b| at_least_one("every --batch size", b)).collect::<anyhow::Result<_>>()?,
+            batches: self.batch.iter().flatten().map(|&b| at_least_one("every --batch size", b)).collect::<anyhow::Result<_>>()?,
             iters: at_least_one("--iters", self.iters)?,
             threads: at_least_one("--threads", self.threads)?,
             nodes: self.nodes,

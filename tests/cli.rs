@@ -991,3 +991,18 @@ fn upscale_enlarges_image_pngs_for_display() {
     assert_eq!(sidecar["upscale"], "4x nearest");
     assert_fails(&dualscale(&["generate", "--upscale", "0", "--out", o]), 2, "--upscale");
 }
+
+#[test]
+fn bench_without_batches_sizes_up_the_board() {
+    let o = dualscale(&["bench", "--iters", "2", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!rows.is_empty());
+    assert_eq!(rows[0]["precision"], "f32", "f32 always comes first");
+    for row in &rows {
+        assert!(row["eval_ms"].as_f64().unwrap() > 0.0 && row["samples_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        let steps: Vec<u64> = row["budget_steps"].as_array().unwrap().iter().map(|b| b["steps"].as_u64().unwrap()).collect();
+        assert!(steps.windows(2).all(|w| w[0] <= w[1]), "more time, no fewer steps: {steps:?}");
+        assert!(steps.iter().all(|&n| n <= 100), "capped at the schedule's 100 timesteps: {steps:?}");
+    }
+}
