@@ -36,6 +36,9 @@ fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The dual-scale dino model, for the tests that need a point model whatever the default is.
+const DINO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/dino-dualscale.onnx");
+
 fn dino_model() -> PathBuf {
     repo().join("models/dino-dualscale.onnx")
 }
@@ -93,7 +96,7 @@ fn same_seed_same_points_and_batching_does_not_change_them() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let c = tempfile::tempdir().unwrap();
-    let args = ["generate", "--count", "240", "--steps", "8", "--sampler", "ddpm", "--seed", "7"];
+    let args = ["generate", "--model", DINO, "--count", "240", "--steps", "8", "--sampler", "ddpm", "--seed", "7"];
     for (dir, extra) in [(&a, vec![]), (&b, vec![]), (&c, vec!["--batch", "100"])] {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--out", dir.path().to_str().unwrap()]);
@@ -111,6 +114,8 @@ fn same_seed_same_points_and_batching_does_not_change_them() {
     let other = tempfile::tempdir().unwrap();
     let o = dualscale(&[
         "generate",
+        "--model",
+        DINO,
         "--count",
         "240",
         "--steps",
@@ -133,6 +138,8 @@ fn every_sampler_runs_on_the_real_model() {
         let out = tempfile::tempdir().unwrap();
         let o = dualscale(&[
             "generate",
+            "--model",
+            DINO,
             "--sampler",
             sampler,
             "--steps",
@@ -159,10 +166,21 @@ fn every_sampler_runs_on_the_real_model() {
 fn time_budget_reports_its_choice() {
     let out = tempfile::tempdir().unwrap();
     // A budget of ~20 evaluations on this machine (qemu is ~250x slower than a native core).
-    let bench = dualscale(&["bench", "--batch", "500", "--iters", "1", "--json"]);
+    let bench = dualscale(&["bench", "--model", DINO, "--batch", "500", "--iters", "1", "--json"]);
     let bench: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
     let budget = format!("{:.3}s", (bench["median_ms"].as_f64().unwrap() * 20.0 / 1e3).max(1.0));
-    let o = dualscale(&["generate", "--time-budget", &budget, "--count", "500", "--json", "--out", out.path().to_str().unwrap()]);
+    let o = dualscale(&[
+        "generate",
+        "--model",
+        DINO,
+        "--time-budget",
+        &budget,
+        "--count",
+        "500",
+        "--json",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let budget: serde_json::Value = stdout
@@ -173,7 +191,7 @@ fn time_budget_reports_its_choice() {
     assert!(budget["steps"].as_u64().unwrap() >= 1);
     assert!(budget["eval_ms"].as_f64().unwrap() > 0.0);
     let empty = tempfile::tempdir().unwrap();
-    let o = dualscale(&["generate", "--time-budget", "1ms", "--count", "2000", "--out", empty.path().to_str().unwrap()]);
+    let o = dualscale(&["generate", "--model", DINO, "--time-budget", "1ms", "--count", "2000", "--out", empty.path().to_str().unwrap()]);
     assert_fails(&o, 1, "too small");
     assert!(files_in(empty.path()).is_empty());
 }
@@ -189,6 +207,8 @@ fn init_noise_file_drives_the_run() {
         let out = tempfile::tempdir().unwrap();
         let o = dualscale(&[
             "generate",
+            "--model",
+            DINO,
             "--init-noise",
             npy.to_str().unwrap(),
             "--count",
@@ -207,7 +227,17 @@ fn init_noise_file_drives_the_run() {
     }
     assert_eq!(outs[0], outs[1], "deterministic sampler from the same noise file ignores the seed");
     let out = tempfile::tempdir().unwrap();
-    let o = dualscale(&["generate", "--init-noise", npy.to_str().unwrap(), "--count", "50", "--out", out.path().to_str().unwrap()]);
+    let o = dualscale(&[
+        "generate",
+        "--model",
+        DINO,
+        "--init-noise",
+        npy.to_str().unwrap(),
+        "--count",
+        "50",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
     assert_fails(&o, 2, "--init-noise");
     assert!(files_in(out.path()).is_empty());
 }
@@ -269,7 +299,7 @@ fn eval_scores_generated_points_against_the_dataset() {
 
     // Fresh samples, scored as .npy and as .csv against a shipped data set by name.
     let out = tempfile::tempdir().unwrap();
-    let o = dualscale(&["generate", "--count", "500", "--steps", "10", "--out", out.path().to_str().unwrap()]);
+    let o = dualscale(&["generate", "--model", DINO, "--count", "500", "--steps", "10", "--out", out.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let reference = repo().join("models/data/dino.npy");
     let score = |file: &str| -> f64 {
@@ -465,10 +495,10 @@ fn manifest_invalid_json_missing_keys_wrong_sha() {
 fn bad_step_counts_and_unknown_sampler_are_usage_errors() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    assert_fails(&dualscale(&["generate", "--steps", "0", "--out", o]), 2, "--steps");
-    assert_fails(&dualscale(&["generate", "--steps", "101", "--out", o]), 2, "100 training timesteps");
-    assert_fails(&dualscale(&["generate", "--sampler", "plms", "--out", o]), 2, "--sampler");
-    let bad_flag = dualscale(&["generate", "--no-such-flag"]);
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--steps", "0", "--out", o]), 2, "--steps");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--steps", "101", "--out", o]), 2, "100 training timesteps");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--sampler", "plms", "--out", o]), 2, "--sampler");
+    let bad_flag = dualscale(&["generate", "--model", DINO, "--no-such-flag"]);
     assert_eq!(bad_flag.status.code(), Some(2));
     assert!(files_in(out.path()).is_empty());
 }
@@ -478,18 +508,18 @@ fn output_directory_is_created_but_never_over_a_file() {
     let dir = tempfile::tempdir().unwrap();
     // mkdir -p semantics: a missing directory and its parents are created.
     let nested = dir.path().join("a/b/c");
-    let o = dualscale(&["generate", "--count", "10", "--steps", "2", "--out", nested.to_str().unwrap()]);
+    let o = dualscale(&["generate", "--model", DINO, "--count", "10", "--steps", "2", "--out", nested.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(files_in(&nested).len(), 4);
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
-    let o = dualscale(&["generate", "--count", "10", "--out", file.to_str().unwrap()]);
+    let o = dualscale(&["generate", "--model", DINO, "--count", "10", "--out", file.to_str().unwrap()]);
     assert_fails(&o, 1, "not a directory");
-    let o = dualscale(&["generate", "--count", "10", "--out", file.join("sub").to_str().unwrap()]);
+    let o = dualscale(&["generate", "--model", DINO, "--count", "10", "--out", file.join("sub").to_str().unwrap()]);
     assert_fails(&o, 1, "cannot create output directory");
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
     // /proc/self is a directory no one may create files in, root included
-    let o = dualscale(&["generate", "--count", "10", "--steps", "2", "--out", "/proc/self"]);
+    let o = dualscale(&["generate", "--model", DINO, "--count", "10", "--steps", "2", "--out", "/proc/self"]);
     assert_fails(&o, 1, "/proc/self");
 }
 
@@ -497,12 +527,12 @@ fn output_directory_is_created_but_never_over_a_file() {
 fn existing_files_are_not_overwritten_without_the_flag() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    let first = dualscale(&["generate", "--count", "50", "--steps", "2", "--out", o]);
+    let first = dualscale(&["generate", "--model", DINO, "--count", "50", "--steps", "2", "--out", o]);
     assert_eq!(first.status.code(), Some(0));
     let before = std::fs::read(out.path().join("dino-dualscale-s0-0.npy")).unwrap();
-    assert_fails(&dualscale(&["generate", "--count", "60", "--steps", "2", "--out", o]), 1, "--overwrite");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--count", "60", "--steps", "2", "--out", o]), 1, "--overwrite");
     assert_eq!(std::fs::read(out.path().join("dino-dualscale-s0-0.npy")).unwrap(), before);
-    let again = dualscale(&["generate", "--count", "60", "--steps", "2", "--overwrite", "--out", o]);
+    let again = dualscale(&["generate", "--model", DINO, "--count", "60", "--steps", "2", "--overwrite", "--out", o]);
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(read_npy(&out.path().join("dino-dualscale-s0-0.npy")).0, vec![60, 2]);
 }
@@ -514,7 +544,7 @@ fn interrupted_run_exits_130_and_writes_nothing() {
     // Many small steps (100 batches of 40 points, 100 ddpm steps each): long enough to be
     // interrupted mid-run, short steps so the run stops soon after the signal, also under qemu.
     let mut child = command()
-        .args(["generate", "--sampler", "ddpm", "--count", "4000", "--batch", "40", "--json"])
+        .args(["generate", "--model", DINO, "--sampler", "ddpm", "--count", "4000", "--batch", "40", "--json"])
         .args(["--out", out.path().to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -542,8 +572,8 @@ fn interrupted_run_exits_130_and_writes_nothing() {
 fn device_cuda_without_cuda_fails_clearly_and_auto_falls_back_to_the_cpu() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    assert_fails(&dualscale(&["generate", "--device", "gpu", "--out", o]), 2, "'gpu' for '--device");
-    let cuda = dualscale(&["generate", "--device", "cuda", "--count", "50", "--steps", "2", "--out", o]);
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--device", "gpu", "--out", o]), 2, "'gpu' for '--device");
+    let cuda = dualscale(&["generate", "--model", DINO, "--device", "cuda", "--count", "50", "--steps", "2", "--out", o]);
     if cuda.status.code() == Some(0) {
         eprintln!("this machine runs CUDA; the no-CUDA half of this test does not apply");
         return;
@@ -553,7 +583,7 @@ fn device_cuda_without_cuda_fails_clearly_and_auto_falls_back_to_the_cpu() {
     assert!(files_in(out.path()).is_empty(), "{:?}", files_in(out.path()));
 
     let auto = command()
-        .args(["generate", "--device", "auto", "--count", "50", "--steps", "2", "--out", o])
+        .args(["generate", "--model", DINO, "--device", "auto", "--count", "50", "--steps", "2", "--out", o])
         .env("RUST_LOG", "info")
         .output()
         .unwrap();
@@ -569,7 +599,7 @@ fn device_cuda_without_cuda_fails_clearly_and_auto_falls_back_to_the_cpu() {
 
 #[test]
 fn bench_times_batches_and_names_the_slowest_nodes() {
-    let o = dualscale(&["bench", "--batch", "1,64", "--iters", "2", "--nodes", "3", "--json"]);
+    let o = dualscale(&["bench", "--model", DINO, "--batch", "1,64", "--iters", "2", "--nodes", "3", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 64]);
@@ -581,7 +611,7 @@ fn bench_times_batches_and_names_the_slowest_nodes() {
         assert!(ms.windows(2).all(|w| w[0] >= w[1]) && ms[2] > 0.0, "slowest first: {ms:?}");
         assert!(nodes.iter().all(|n| !n["name"].as_str().unwrap().is_empty()), "{row}");
     }
-    assert_fails(&dualscale(&["bench", "--batch", "0"]), 2, "at least 1");
+    assert_fails(&dualscale(&["bench", "--model", DINO, "--batch", "0"]), 2, "at least 1");
 }
 
 /// The fp16 dino model: `--precision auto` computes it in f16 exactly where the CPU has native
@@ -614,7 +644,7 @@ fn fp16_model_computes_in_f16_only_with_native_f16_and_matches_fp32() {
     assert_eq!(half.status.code(), Some(0), "{}", stderr(&half));
     let said = if native_f16 { "fp16 model: computing in F16" } else { "fp16 model: computing in F32" };
     assert!(stderr(&half).contains(said), "{}", stderr(&half));
-    let full = dualscale(&["generate", "--count", "200", "--steps", "5", "--name", "full", "--out", o]);
+    let full = dualscale(&["generate", "--model", DINO, "--count", "200", "--steps", "5", "--name", "full", "--out", o]);
     assert_eq!(full.status.code(), Some(0), "{}", stderr(&full));
     let (shape, a) = read_npy(&out.path().join("half.npy"));
     let (_, b) = read_npy(&out.path().join("full.npy"));
@@ -659,12 +689,12 @@ impl Drop for Tmpfs {
 fn a_full_disk_during_overwrite_keeps_the_previous_results() {
     let Some(fs) = Tmpfs::mount("64k") else { return };
     let o = fs.dir.path().to_str().unwrap();
-    let first = dualscale(&["generate", "--count", "300", "--steps", "5", "--out", o]);
+    let first = dualscale(&["generate", "--model", DINO, "--count", "300", "--steps", "5", "--out", o]);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let before: Vec<(String, Vec<u8>)> =
         files_in(fs.dir.path()).into_iter().map(|n| (n.clone(), std::fs::read(fs.dir.path().join(&n)).unwrap())).collect();
     assert_eq!(before.len(), 4);
-    let second = dualscale(&["generate", "--count", "600", "--steps", "5", "--overwrite", "--out", o]);
+    let second = dualscale(&["generate", "--model", DINO, "--count", "600", "--steps", "5", "--overwrite", "--out", o]);
     assert_fails(&second, 1, "disk full");
     let after: Vec<(String, Vec<u8>)> =
         files_in(fs.dir.path()).into_iter().map(|n| (n.clone(), std::fs::read(fs.dir.path().join(&n)).unwrap())).collect();
@@ -713,12 +743,12 @@ fn sizes_are_checked_before_anything_is_allocated() {
     let o = out.path().to_str().unwrap();
     // Once a 51 GB allocation after 24 s, and an abort.
     let started = std::time::Instant::now();
-    assert_fails(&dualscale(&["generate", "--count", "100000000", "--out", o]), 2, "split the work");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--count", "100000000", "--out", o]), 2, "split the work");
     assert!(started.elapsed().as_secs() < 20, "not refused up front");
-    assert_fails(&dualscale(&["generate", "--count", "1000000", "--batch", "1000000", "--out", o]), 2, "lower --batch");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--count", "1000000", "--batch", "1000000", "--out", o]), 2, "lower --batch");
     // Once panics: an overflowing duration, an absurd schedule length from a flag or a file.
-    assert_fails(&dualscale(&["generate", "--time-budget", "1e20", "--out", o]), 2, "--time-budget");
-    assert_fails(&dualscale(&["generate", "--train-timesteps", "100000000000", "--out", o]), 2, "--train-timesteps");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--time-budget", "1e20", "--out", o]), 2, "--time-budget");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--train-timesteps", "100000000000", "--out", o]), 2, "--train-timesteps");
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.onnx");
     std::fs::copy(repo().join("tests/fixtures/unet/model.onnx"), &model).unwrap();
@@ -733,8 +763,11 @@ fn sizes_are_checked_before_anything_is_allocated() {
 fn a_full_stdout_is_an_error_line_not_a_panic() {
     let out = tempfile::tempdir().unwrap();
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let o =
-        command().args(["generate", "--count", "20", "--steps", "2", "--out", out.path().to_str().unwrap()]).stdout(full).output().unwrap();
+    let o = command()
+        .args(["generate", "--model", DINO, "--count", "20", "--steps", "2", "--out", out.path().to_str().unwrap()])
+        .stdout(full)
+        .output()
+        .unwrap();
     assert_fails(&o, 1, "standard output");
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
     let o = command().args(["info"]).stdout(full).output().unwrap();
@@ -746,6 +779,8 @@ fn the_default_batch_is_bounded_and_results_do_not_depend_on_it() {
     let out = tempfile::tempdir().unwrap();
     let o = dualscale(&[
         "generate",
+        "--model",
+        DINO,
         "--count",
         "5000",
         "--steps",
@@ -763,6 +798,8 @@ fn the_default_batch_is_bounded_and_results_do_not_depend_on_it() {
     assert!(batch < 5000, "default batch {batch} is the whole count");
     let o = dualscale(&[
         "generate",
+        "--model",
+        DINO,
         "--count",
         "5000",
         "--steps",
@@ -855,11 +892,22 @@ fn what_cannot_be_written_is_refused_before_sampling() {
 fn the_time_budget_counts_loading_and_its_own_timing() {
     let out = tempfile::tempdir().unwrap();
     // A budget of ~40 evaluations on this machine (qemu is far slower than a native core).
-    let bench = dualscale(&["bench", "--batch", "500", "--iters", "1", "--json"]);
+    let bench = dualscale(&["bench", "--model", DINO, "--batch", "500", "--iters", "1", "--json"]);
     let bench: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
     let budget_s = (bench["median_ms"].as_f64().unwrap() * 40.0 / 1e3).max(2.0);
     let budget = format!("{budget_s:.3}s");
-    let o = dualscale(&["generate", "--time-budget", &budget, "--count", "500", "--json", "--out", out.path().to_str().unwrap()]);
+    let o = dualscale(&[
+        "generate",
+        "--model",
+        DINO,
+        "--time-budget",
+        &budget,
+        "--count",
+        "500",
+        "--json",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let b: serde_json::Value =
@@ -885,13 +933,13 @@ fn eval_finds_shipped_references_from_any_directory() {
 fn messages_say_each_cause_once_and_blame_the_right_thing() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    let e = stderr(&dualscale(&["generate", "--init-noise", "/nonexistent/noise.npy", "--out", o]));
+    let e = stderr(&dualscale(&["generate", "--model", DINO, "--init-noise", "/nonexistent/noise.npy", "--out", o]));
     assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
     // A file of 500 samples of the wrong size does not suggest --count 500 when it is 500.
     let dir = tempfile::tempdir().unwrap();
     let npy = dir.path().join("noise.npy");
     std::fs::write(&npy, dualscale::npy::to_bytes_f32(&[500, 3], &vec![0.0; 1500])).unwrap();
-    let e = stderr(&dualscale(&["generate", "--init-noise", npy.to_str().unwrap(), "--count", "500", "--out", o]));
+    let e = stderr(&dualscale(&["generate", "--model", DINO, "--init-noise", npy.to_str().unwrap(), "--count", "500", "--out", o]));
     assert!(!e.contains("--count 500"), "{e}");
     // A bad diffusers config points at diffusers, not at this project's manifest format.
     let model = dir.path().join("model.onnx");
@@ -914,12 +962,17 @@ fn messages_say_each_cause_once_and_blame_the_right_thing() {
 fn exit_codes_and_silently_ignored_input() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
-    assert_fails(&dualscale(&["generate", "--rtol", "NaN", "--out", o]), 2, "--rtol");
-    assert_fails(&dualscale(&["generate", "--rtol", "0", "--out", o]), 2, "--rtol");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--rtol", "NaN", "--out", o]), 2, "--rtol");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--rtol", "0", "--out", o]), 2, "--rtol");
     // leading spacing lays out N+1 points for multistep solvers: 100 steps of 100 cannot run.
-    assert_fails(&dualscale(&["generate", "--sampler", "unipc", "--steps", "100", "--spacing", "leading", "--out", o]), 2, "steps");
-    assert_fails(&dualscale(&["generate", "--beta-start", "0.02", "--beta-end", "0.0001", "--out", o]), 2, "beta_end");
-    let warned = dualscale(&["generate", "--sampler", "unipc", "--eta", "0.5", "--count", "10", "--steps", "2", "--out", o]);
+    assert_fails(
+        &dualscale(&["generate", "--model", DINO, "--sampler", "unipc", "--steps", "100", "--spacing", "leading", "--out", o]),
+        2,
+        "steps",
+    );
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--beta-start", "0.02", "--beta-end", "0.0001", "--out", o]), 2, "beta_end");
+    let warned =
+        dualscale(&["generate", "--model", DINO, "--sampler", "unipc", "--eta", "0.5", "--count", "10", "--steps", "2", "--out", o]);
     assert_eq!(warned.status.code(), Some(0), "{}", stderr(&warned));
     assert!(stderr(&warned).contains("--eta applies to"), "{}", stderr(&warned));
 }
@@ -930,7 +983,7 @@ fn json_mode_reports_load_and_write_failures_as_events() {
     let o = out.path().to_str().unwrap();
     for args in [
         vec!["generate", "--json", "--model", "/nonexistent/model.onnx", "--out", o],
-        vec!["generate", "--json", "--count", "10", "--steps", "2", "--out", "/proc/self"],
+        vec!["generate", "--model", DINO, "--json", "--count", "10", "--steps", "2", "--out", "/proc/self"],
     ] {
         let r = dualscale(&args);
         assert_eq!(r.status.code(), Some(1), "{args:?}: {}", stderr(&r));
@@ -945,13 +998,13 @@ fn precision_f16_narrows_an_fp32_model() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
     let half = command()
-        .args(["generate", "--precision", "f16", "--count", "20", "--steps", "2", "--name", "half", "--out", o])
+        .args(["generate", "--model", DINO, "--precision", "f16", "--count", "20", "--steps", "2", "--name", "half", "--out", o])
         .env("RUST_LOG", "info")
         .output()
         .unwrap();
     assert_eq!(half.status.code(), Some(0), "{}", stderr(&half));
     assert!(stderr(&half).contains("fp32 model narrowed to f16"), "{}", stderr(&half));
-    let full = dualscale(&["generate", "--count", "20", "--steps", "2", "--name", "full", "--out", o]);
+    let full = dualscale(&["generate", "--model", DINO, "--count", "20", "--steps", "2", "--name", "full", "--out", o]);
     assert_eq!(full.status.code(), Some(0));
     let (_, a) = read_npy(&out.path().join("half.npy"));
     let (_, b) = read_npy(&out.path().join("full.npy"));
@@ -989,12 +1042,12 @@ fn upscale_enlarges_image_pngs_for_display() {
     }
     let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("big.json")).unwrap()).unwrap();
     assert_eq!(sidecar["upscale"], "4x nearest");
-    assert_fails(&dualscale(&["generate", "--upscale", "0", "--out", o]), 2, "--upscale");
+    assert_fails(&dualscale(&["generate", "--model", DINO, "--upscale", "0", "--out", o]), 2, "--upscale");
 }
 
 #[test]
 fn bench_without_batches_sizes_up_the_board() {
-    let o = dualscale(&["bench", "--iters", "2", "--json"]);
+    let o = dualscale(&["bench", "--model", DINO, "--iters", "2", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(!rows.is_empty());

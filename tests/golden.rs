@@ -89,10 +89,13 @@ fn compare(case: &str, args: &[&str]) {
 
 #[test]
 fn ddim_points_match_the_golden_files() {
+    let dino = repo().join("models/dino-dualscale.onnx");
     compare(
         "points",
         &[
             "generate",
+            "--model",
+            dino.to_str().unwrap(),
             "--seed",
             "7",
             "--count",
@@ -113,10 +116,13 @@ fn ddim_points_match_the_golden_files() {
 
 #[test]
 fn ddpm_points_in_batches_match_the_golden_files() {
+    let dino = repo().join("models/dino-dualscale.onnx");
     compare(
         "ddpm",
         &[
             "generate",
+            "--model",
+            dino.to_str().unwrap(),
             "--seed",
             "11",
             "--count",
