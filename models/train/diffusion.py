@@ -85,6 +85,9 @@ class Schedule:
             "beta_start": self.beta_start,
             "beta_end": self.beta_end,
             "beta_schedule": "linear",
+            # The runtime's default spacing for these models: best or within 0.03 bits of the
+            # best at 10 / 20 / 50 UniPC steps on all four data sets (models/RUNTIME-KL.md).
+            "timestep_spacing": "trailing",
         }
 
 
