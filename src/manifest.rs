@@ -265,9 +265,12 @@ pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, M
         key: "scheduler".into(),
         detail: "expected an object".into(),
     })?;
+    // beta_start / beta_end only matter to the linear schedules; explicit betas replace all three.
+    let cosine = sched.get("beta_schedule").and_then(Value::as_str) == Some("squaredcos_cap_v2");
     for key in ["num_train_timesteps", "beta_start", "beta_end", "beta_schedule"] {
         let given_by_trained_betas = key.starts_with("beta") && sched.contains_key("trained_betas");
-        if !sched.contains_key(key) && !given_by_trained_betas {
+        let unused = cosine && matches!(key, "beta_start" | "beta_end");
+        if !sched.contains_key(key) && !given_by_trained_betas && !unused {
             return Err(ManifestError::MissingKey { path, key });
         }
     }
@@ -540,6 +543,17 @@ mod tests {
         let text = r#"{"beta_schedule": "cosine-ish"}"#;
         let err = parse_scheduler_config(text, Path::new("s.json")).unwrap_err();
         assert!(err.to_string().contains("beta_schedule"), "{err}");
+    }
+
+    #[test]
+    fn a_cosine_schedule_needs_no_beta_range() {
+        let text = r#"{"name": "m", "kind": "image", "prediction_type": "v_prediction",
+            "scheduler": {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "timestep_spacing": "trailing"}}"#;
+        let cfg = parse_manifest(text, ConfigSource::Embedded).unwrap();
+        assert_eq!(cfg.schedule.beta_schedule, BetaSchedule::SquaredCosCapV2);
+        assert_eq!(cfg.schedule.timestep_spacing, TimestepSpacing::Trailing);
+        let linear = text.replace("squaredcos_cap_v2", "linear");
+        assert!(matches!(parse_manifest(&linear, ConfigSource::Embedded), Err(ManifestError::MissingKey { key: "beta_start", .. })));
     }
 
     #[test]
