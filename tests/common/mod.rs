@@ -14,14 +14,19 @@ pub fn repo() -> PathBuf {
 /// The binary as a command. Under cross/test.sh (qemu-user) `DUALSCALE_TEST_RUNNER` names the
 /// emulator and its flags, so the tests do not depend on binfmt_misc on the build machine.
 pub fn command() -> Command {
+    command_for(std::path::Path::new(BIN))
+}
+
+/// [`command`] for a copy of the binary elsewhere.
+pub fn command_for(binary: &std::path::Path) -> Command {
     let runner = std::env::var("DUALSCALE_TEST_RUNNER").unwrap_or_default();
     let mut parts = runner.split_whitespace();
     match parts.next() {
         Some(emulator) => {
             let mut c = Command::new(emulator);
-            c.args(parts).arg(BIN);
+            c.args(parts).arg(binary);
             c
         }
-        None => Command::new(BIN),
+        None => Command::new(binary),
     }
 }
