@@ -58,3 +58,4 @@
 //! image bit for bit as an uninterrupted one. A checkpoint that does not match is deleted.
 
 pub mod schedule;
+pub mod thermal;
