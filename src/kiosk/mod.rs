@@ -59,4 +59,5 @@
 
 pub mod history;
 pub mod schedule;
+pub mod status;
 pub mod thermal;
