@@ -58,6 +58,7 @@
 //! image bit for bit as an uninterrupted one. A checkpoint that does not match is deleted.
 
 pub mod epaper;
+pub mod gpio;
 pub mod history;
 pub mod schedule;
 pub mod status;
