@@ -61,5 +61,7 @@ pub mod epaper;
 pub mod gpio;
 pub mod history;
 pub mod schedule;
+pub mod server;
 pub mod status;
 pub mod thermal;
+pub mod trigger;
