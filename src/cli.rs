@@ -11,6 +11,8 @@ use crate::device::Device;
 use crate::manifest::ScheduleOverrides;
 use crate::sampler::{SamplerKind, SamplerOptions};
 
+pub mod kiosk;
+
 /// A usage error: bad flag values found after clap parsed them. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

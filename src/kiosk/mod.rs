@@ -57,6 +57,7 @@
 //! is its own Philox stream (`rng.rs`: stream k + 1 for step k), the resumed run gives the same
 //! image bit for bit as an uninterrupted one. A checkpoint that does not match is deleted.
 
+pub mod config;
 pub mod epaper;
 pub mod gpio;
 pub mod history;
