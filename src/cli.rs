@@ -19,6 +19,8 @@ use crate::pipeline::{InitChoice, Request, StepChoice, MAX_TIME_BUDGET};
 use crate::sampler::SamplerKind;
 use crate::schedule::{BetaSchedule, PredictionType, TimestepSpacing, MAX_TRAIN_TIMESTEPS};
 
+pub mod kiosk;
+
 /// A usage error: bad flag values found after clap parsed them. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod cpu;
 pub mod device;
 pub mod eval;
+pub mod kiosk;
 pub mod manifest;
 pub mod model;
 pub mod npy;
