@@ -73,6 +73,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Time model evaluations per batch size.
     Bench(BenchArgs),
+    /// Generate on a schedule into a directory (history, current.png, status.json), with a local page, a GPIO button, e-paper output.
+    Kiosk(kiosk::KioskArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -283,6 +285,7 @@ pub enum Config {
     Info(InfoConfig),
     Eval(EvalConfig),
     Bench(BenchConfig),
+    Kiosk(Box<crate::kiosk::config::KioskConfig>),
 }
 
 impl Cli {
@@ -293,6 +296,9 @@ impl Cli {
             Command::Info(args) => Config::Info(args.to_config()),
             Command::Eval(args) => Config::Eval(args.to_config()?),
             Command::Bench(args) => Config::Bench(args.to_config()?),
+            Command::Kiosk(args) => {
+                Config::Kiosk(Box::new(crate::kiosk::config::KioskConfig::load(args.into_flags()).map_err(|e| usage(e.to_string()))?))
+            }
         })
     }
 }

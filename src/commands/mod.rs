@@ -6,6 +6,7 @@ mod bench;
 mod eval;
 mod generate;
 mod info;
+mod kiosk;
 
 use std::fmt::Display;
 use std::io::Write;
@@ -34,6 +35,7 @@ pub fn run(config: Config, stop: &AtomicBool) -> anyhow::Result<ExitCode> {
         Config::Info(cfg) => info::run(&cfg)?,
         Config::Eval(cfg) => eval::run(&cfg)?,
         Config::Bench(cfg) => bench::run(&cfg, stop)?,
+        Config::Kiosk(cfg) => return kiosk::run(&cfg, stop),
     }
     Ok(ExitCode::from(EXIT_OK))
 }

@@ -63,6 +63,7 @@ pub mod gpio;
 pub mod history;
 pub mod schedule;
 pub mod server;
+pub mod service;
 pub mod status;
 pub mod thermal;
 pub mod trigger;

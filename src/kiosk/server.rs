@@ -48,6 +48,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The address it listens on (the port the OS chose for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Binds and starts serving `out_dir` in a thread.
     pub fn start(cfg: &ServeConfig, out_dir: PathBuf, gate: Arc<RunGate>) -> Result<Self, ServerError> {
         if !cfg.addr.ip().is_loopback() && !cfg.allow_remote {

@@ -1,0 +1,214 @@
+//! `dualscale kiosk` as a service runs it: the real binary, the small diffusers UNet (16x16 RGB)
+//! so runs are quick, real signals, a fake sysfs tree for heat, real HTTP for the page.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{command, repo};
+
+fn unet() -> String {
+    repo().join("tests/fixtures/unet/model.onnx").to_str().unwrap().to_owned()
+}
+
+fn kiosk(args: &[&str]) -> Child {
+    command().arg("kiosk").args(args).env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn status(dir: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(dir.join("status.json")).ok()?).ok()
+}
+
+/// Waits (up to 120 s, qemu included) until `ok` holds.
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn history_images(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("history"))
+        .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "png")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn no_temporary_files(dir: &Path) {
+    for d in [dir.to_path_buf(), dir.join("history")] {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.ends_with(".tmp"), "temporary file {name} left in {}", d.display());
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+#[test]
+fn once_writes_history_current_and_status() {
+    let out = tempfile::tempdir().unwrap();
+    let o = command().args(["kiosk", "--once", "--model", &unet(), "--steps", "3", "--out"]).arg(out.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(history_images(out.path()).len(), 1);
+    let current = std::fs::read(out.path().join("current.png")).unwrap();
+    assert_eq!(current, std::fs::read(&history_images(out.path())[0]).unwrap());
+    assert_eq!(image::load_from_memory(&current).unwrap().width(), 16);
+    let s = status(out.path()).unwrap();
+    assert_eq!(s["images_made"], 1, "{s}");
+    assert_eq!(s["state"], "idle", "{s}");
+    assert!(s["last_error"].is_null(), "{s}");
+    no_temporary_files(out.path());
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_0_and_sigint_with_130() {
+    for (sig, code) in [("-TERM", 0), ("-INT", 130)] {
+        let out = tempfile::tempdir().unwrap();
+        let child = kiosk(&["--every", "1s", "--model", &unet(), "--steps", "2", "--out", out.path().to_str().unwrap()]);
+        wait_for("two images", || status(out.path()).is_some_and(|s| s["images_made"].as_u64() >= Some(2)));
+        signal(&child, sig);
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{sig}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+        let images = history_images(out.path());
+        assert!(images.len() >= 2, "{sig}");
+        for img in &images {
+            image::open(img).unwrap_or_else(|e| panic!("{sig}: {} is not a complete PNG: {e}", img.display()));
+        }
+        assert_eq!(status(out.path()).unwrap()["state"], "stopping");
+        no_temporary_files(out.path());
+    }
+}
+
+#[test]
+fn a_run_killed_mid_way_resumes_to_the_same_image() {
+    let args = |dir: &Path| -> Vec<String> {
+        ["--once", "--model", &unet(), "--sampler", "ddim", "--steps", "40", "--seed", "7", "--out", dir.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    // The image of an uninterrupted run.
+    let reference = tempfile::tempdir().unwrap();
+    let o = command().arg("kiosk").args(args(reference.path())).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = std::fs::read(reference.path().join("current.png")).unwrap();
+
+    // The same run, killed (SIGKILL, as a power cut) once the journal holds some evaluations.
+    let out = tempfile::tempdir().unwrap();
+    let mut child = command().arg("kiosk").args(args(out.path())).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let journal = out.path().join(".run.journal");
+    wait_for("a journal of a few evaluations", || std::fs::metadata(&journal).is_ok_and(|m| m.len() > 5 * 3 * 16 * 16 * 4));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(history_images(out.path()).is_empty(), "the run finished before the kill; make it longer");
+
+    let o = command().arg("kiosk").args(args(out.path())).env("RUST_LOG", "info").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming seed 7 from"), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("current.png")).unwrap() == want, "the resumed image differs from the uninterrupted one");
+    assert!(!journal.exists(), "the journal of a finished run is removed");
+    no_temporary_files(out.path());
+}
+
+#[test]
+fn heat_pauses_generation_until_the_soc_cools_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fake sysfs: zone 0 is something else, zone 3 the SoC (found by type, not number).
+    for (n, kind, temp) in [(0, "acpitz-not-this", "20000"), (3, "cpu-thermal", "85000")] {
+        let z = dir.path().join(format!("sys/class/thermal/thermal_zone{n}"));
+        std::fs::create_dir_all(&z).unwrap();
+        std::fs::write(z.join("type"), format!("{kind}\n")).unwrap();
+        std::fs::write(z.join("temp"), format!("{temp}\n")).unwrap();
+    }
+    let throttled = dir.path().join("get_throttled");
+    std::fs::write(&throttled, "0x50005\n").unwrap();
+    let out = dir.path().join("out");
+    let config = dir.path().join("kiosk.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "out = {out:?}\n[schedule]\nonce = true\n[thermal]\npause_above = 80.0\nresume_below = 70.0\nzone_types = [\"cpu-thermal\"]\nsysfs = {:?}\nthrottle_file = {throttled:?}\n",
+            dir.path().join("sys")
+        ),
+    )
+    .unwrap();
+    let child = kiosk(&["--config", config.to_str().unwrap(), "--model", &unet(), "--steps", "3"]);
+    wait_for("the paused-hot state", || status(&out).is_some_and(|s| s["state"] == "paused-hot"));
+    let s = status(&out).unwrap();
+    assert_eq!(s["temperature_c"], 85.0, "{s}");
+    assert_eq!(s["thermal_zone"], "cpu-thermal", "{s}");
+    let flags: Vec<String> = s["throttling"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    assert!(flags.iter().any(|f| f.contains("under-voltage")), "{flags:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(history_images(&out).is_empty(), "generated while hot");
+    // 75 °C is below the pause threshold but above the resume one: still paused.
+    std::fs::write(dir.path().join("sys/class/thermal/thermal_zone3/temp"), "75000\n").unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status(&out).unwrap()["state"], "paused-hot");
+    std::fs::write(dir.path().join("sys/class/thermal/thermal_zone3/temp"), "60000\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(history_images(&out).len(), 1);
+}
+
+/// One HTTP/1.0 request on loopback; the status code and body.
+fn http(addr: &str, method: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, buf[head_end + 4..].to_vec())
+}
+
+#[test]
+fn the_page_serves_status_and_its_button_starts_a_run() {
+    let out = tempfile::tempdir().unwrap();
+    // Port 0: the OS picks one; the log says which.
+    let mut child =
+        kiosk(&["--every", "1h", "--serve", "127.0.0.1:0", "--model", &unet(), "--steps", "2", "--out", out.path().to_str().unwrap()]);
+    let mut err = child.stderr.take().unwrap();
+    let addr = {
+        let mut text = String::new();
+        let mut byte = [0u8; 1];
+        while !text.contains("display page on http://") || !text.ends_with('\n') {
+            assert_eq!(err.read(&mut byte).unwrap(), 1, "kiosk ended: {text}");
+            text.push(byte[0] as char);
+        }
+        let line = text.lines().find(|l| l.contains("display page on http://")).unwrap();
+        line.split("http://").nth(1).unwrap().trim_end_matches('/').to_owned()
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    wait_for("the first image", || status(out.path()).is_some_and(|s| s["images_made"] == 1));
+    let (code, page) = http(&addr, "GET", "/");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&page).contains("current.png"));
+    let (code, body) = http(&addr, "GET", "/status.json");
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s["images_made"], 1);
+    let (code, png) = http(&addr, "GET", "/current.png");
+    assert_eq!(code, 200);
+    assert!(image::load_from_memory(&png).is_ok());
+    // The page's button: a second image an hour before the schedule's.
+    let (code, _) = http(&addr, "POST", "/generate");
+    assert_eq!(code, 202);
+    wait_for("the requested image", || status(out.path()).is_some_and(|s| s["images_made"] == 2));
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
