@@ -16,46 +16,21 @@
 //! | `server.rs` | the display page, `/current.png`, `/status.json`, `POST /generate` |
 //! | `trigger.rs` | the run-gate: one run at a time, wakes the loop for a request or a stop |
 //!
-//! # How the loop will drive the pipeline (to be wired once issue 8's pipeline lands)
+//! | `service.rs` | the loop: model loaded once, runs through the pipeline, journal, heat, GPIO, page |
 //!
-//! ```text
-//! config = KioskConfig::load(flags)?            // cli::kiosk::KioskArgs -> Flags
-//! model  = load once (pipeline), for the kiosk's whole life
-//! (history, stray) = History::open(out)?        // removes .*.tmp left by a kill
-//! gate = Arc<RunGate>; server = Server::start(.., gate) if serve; button thread -> gate.request()
-//! signal-hook: SIGTERM / SIGINT -> cancel flag (AtomicBool) + gate.stop()
-//! loop {
-//!     thermal: read zone, Throttled::read; Hysteresis::update -> state paused-hot: wait, retry
-//!     match scheduler.poll() {
-//!         Due => { gate.start_scheduled(); run() }
-//!         Wait(d) => match gate.wait(d) { Request => { scheduler.trigger(); run() }, Stop => break, Timeout => {} }
-//!         Running => unreachable (runs are synchronous), Done => break
-//!     }
-//!     status.write(out) after every change and at least every MAX_WAIT (heartbeat)
-//! }
-//! run():  LED on; status generating
-//!         plan = pipeline.plan(model, spec with seed = first_seed + images_made)
-//!         start = plan.seeded_start()
-//!         x = plan.sample(start, on_step: |step| { thermal check between steps (pause in
-//!             place when hot: sleep until below resume, the sampler state stays in memory);
-//!             checkpoint }, cancel_flag)
-//!         outputs = plan.outputs(x) -> image PNG + JSON sidecar bytes
-//!         entry = history.record(now, seed, png, json)      // history first, then current.png
-//!         epaper: panel.render_png(decoded image) -> history.add_file(entry, "epaper.png") and
-//!                 write_atomic(out/"epaper.png")
-//!         history.prune(retention); status.success(..); scheduler.finished(); gate.finish()
-//!         on error: status.failure(..), LED blink, scheduler.finished(), gate.finish()
-//! exit:   SIGTERM -> the sampler stops at the next model call (cancel flag), nothing partial is
-//!         written (history only writes complete files), status "stopping", exit 0; SIGINT -> 130.
-//!         LED off (Led's Drop), server dropped (joins its thread).
-//! ```
+//! # How a run goes (`service.rs`)
 //!
-//! Resume after a power cut (kill -9) needs the pipeline: after each sampler step, write a
-//! checkpoint `OUT/.checkpoint.json` + `.npy` atomically (the plan's recipe and seed, the step
-//! index, the sampler state `x` and, for multistep solvers, the previous model outputs). On start,
-//! a checkpoint whose recipe matches the config resumes at that step; since every step's noise
-//! is its own Philox stream (`rng.rs`: stream k + 1 for step k), the resumed run gives the same
-//! image bit for bit as an uninterrupted one. A checkpoint that does not match is deleted.
+//! The schedule, a button press or `POST /generate` starts a run (the run-gate allows one at a
+//! time). Its seed is `.next-seed` in the output directory (the configured seed the first
+//! time), so a restarted kiosk gives an interrupted run the seed it had. The pipeline plans it,
+//! and samples it through a journal (`.run.journal`, `pipeline/journal.rs`) that records every
+//! model evaluation: after a power cut the next start replays the journal and finishes the same
+//! image, bit for bit. Between steps the loop reads the SoC temperature and waits, state
+//! `paused-hot`, while it is above the pause threshold until it is below the resume one. The
+//! image (or a point cloud's scatter plot) and its recipe go to `history/` and `current.png`
+//! (complete files only), then the e-paper rendering, retention, and `status.json`. SIGTERM or
+//! SIGINT stop the run within one model call, leave its journal, and end the loop (exit 0 for
+//! SIGTERM, 130 for SIGINT).
 
 pub mod config;
 pub mod epaper;
