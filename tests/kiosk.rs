@@ -176,12 +176,10 @@ fn http(addr: &str, method: &str, path: &str) -> (u16, Vec<u8>) {
     (code, buf[head_end + 4..].to_vec())
 }
 
-#[test]
-fn the_page_serves_status_and_its_button_starts_a_run() {
-    let out = tempfile::tempdir().unwrap();
-    // Port 0: the OS picks one; the log says which.
-    let mut child =
-        kiosk(&["--every", "1h", "--serve", "127.0.0.1:0", "--model", &unet(), "--steps", "2", "--out", out.path().to_str().unwrap()]);
+/// A kiosk that serves its page on a port the OS picks (read from its log), images every hour
+/// (the first at once).
+fn served_kiosk(out: &Path) -> (Child, String) {
+    let mut child = kiosk(&["--every", "1h", "--serve", "127.0.0.1:0", "--model", &unet(), "--steps", "2", "--out", out.to_str().unwrap()]);
     let mut err = child.stderr.take().unwrap();
     let addr = {
         let mut text = String::new();
@@ -194,6 +192,13 @@ fn the_page_serves_status_and_its_button_starts_a_run() {
         line.split("http://").nth(1).unwrap().trim_end_matches('/').to_owned()
     };
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (child, addr)
+}
+
+#[test]
+fn the_page_serves_status_and_its_button_starts_a_run() {
+    let out = tempfile::tempdir().unwrap();
+    let (mut child, addr) = served_kiosk(out.path());
     wait_for("the first image", || status(out.path()).is_some_and(|s| s["images_made"] == 1));
     let (code, page) = http(&addr, "GET", "/");
     assert_eq!(code, 200);
@@ -211,4 +216,125 @@ fn the_page_serves_status_and_its_button_starts_a_run() {
     wait_for("the requested image", || status(out.path()).is_some_and(|s| s["images_made"] == 2));
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// A WebDriver session with headless Chromium (Debian's `chromium` and `chromium-driver`),
+/// spoken over plain HTTP.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Option<Browser> {
+        let which = |b: &str| std::process::Command::new("which").arg(b).output().is_ok_and(|o| o.status.success());
+        if !which("chromedriver") || !which("chromium") {
+            eprintln!("skipped: needs Debian's chromium and chromium-driver (.ci/run installs them)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("127.0.0.1:{port}");
+        wait_for("chromedriver", || std::net::TcpStream::connect(&base).is_ok());
+        let profile = tempfile::tempdir().unwrap();
+        let args = serde_json::json!([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            format!("--user-data-dir={}", profile.path().display()),
+        ]);
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
+        let mut b = Browser { driver, base, session: String::new(), _profile: profile };
+        let r = b.call("POST", "/session", &caps);
+        b.session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_owned();
+        Some(b)
+    }
+
+    fn call(&self, method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let body = body.to_string();
+        let mut s = std::net::TcpStream::connect(&self.base).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", self.base, body.len()).unwrap();
+        // Read the head, then exactly Content-Length bytes (the driver may keep the socket open).
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "chromedriver closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < head_end + len {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "chromedriver closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.call(method, &format!("/session/{}{path}", self.session), &body)
+    }
+
+    fn script(&self, js: &str) -> serde_json::Value {
+        self.session_call("POST", "/execute/sync", serde_json::json!({"script": js, "args": []}))["value"].clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            self.session_call("DELETE", "", serde_json::json!({}));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[test]
+fn in_chromium_the_page_shows_the_image_and_its_button_brings_a_new_one() {
+    let out = tempfile::tempdir().unwrap();
+    let (child, addr) = served_kiosk(out.path());
+    let Some(browser) = Browser::start() else {
+        signal(&child, "-TERM");
+        return;
+    };
+    wait_for("the first image", || status(out.path()).is_some_and(|s| s["images_made"] == 1));
+    browser.session_call("POST", "/url", serde_json::json!({"url": format!("http://{addr}/")}));
+    let shown = || browser.script("const i = document.getElementById('img'); return [i.src, i.complete ? i.naturalWidth : 0];");
+    wait_for("the image on the page", || {
+        let v = shown();
+        v[0].as_str().is_some_and(|s| s.contains("current.png")) && v[1] == 16
+    });
+    let first = shown()[0].as_str().unwrap().to_owned();
+    // The on-screen button: a run, then the new image replaces the old one on the page.
+    let button = browser.session_call("POST", "/element", serde_json::json!({"using": "css selector", "value": "#gen"}));
+    let id = button["value"].as_object().and_then(|o| o.values().next()).and_then(|v| v.as_str()).unwrap().to_owned();
+    browser.session_call("POST", &format!("/element/{id}/click"), serde_json::json!({}));
+    wait_for("the requested image", || status(out.path()).is_some_and(|s| s["images_made"] == 2));
+    wait_for("the new image on the page", || {
+        let v = shown();
+        v[0].as_str().is_some_and(|s| s.contains("current.png") && s != first) && v[1] == 16
+    });
+    drop(browser);
+    signal(&child, "-TERM");
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
 }
