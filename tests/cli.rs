@@ -59,9 +59,27 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 }
 
 #[test]
-fn generate_writes_points_csv_npy_png_json_from_the_embedded_model() {
+fn generate_with_no_model_writes_a_landscape_png_from_the_embedded_model() {
     let out = tempfile::tempdir().unwrap();
-    let o = dualscale(&["generate", "--out", out.path().to_str().unwrap(), "--count", "600", "--steps", "10"]);
+    let o = dualscale(&["generate", "--out", out.path().to_str().unwrap(), "--steps", "4"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(files_in(out.path()), ["landscape-dualscale-s0-0.json", "landscape-dualscale-s0-0.png"]);
+    let img = image::open(out.path().join("landscape-dualscale-s0-0.png")).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (32, 32));
+    // A picture, not noise or a flat field: a sky above, darker ground below, some contrast.
+    let luma = |y: u32| (0..32).map(|x| img.get_pixel(x, y).0.iter().map(|&c| c as f64).sum::<f64>()).sum::<f64>() / 96.0;
+    let (top, bottom) = ((0..8).map(luma).sum::<f64>() / 8.0, (24..32).map(luma).sum::<f64>() / 8.0);
+    assert!((top - bottom).abs() > 5.0 || top > 20.0, "top {top} bottom {bottom}");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("landscape-dualscale-s0-0.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["model"]["verification"], "verified against the manifest");
+    assert_eq!(sidecar["gate_weights"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn generate_writes_points_csv_npy_png_json_from_the_dino_model() {
+    let out = tempfile::tempdir().unwrap();
+    let o = dualscale(&["generate", "--model", DINO, "--out", out.path().to_str().unwrap(), "--count", "600", "--steps", "10"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let files = files_in(out.path());
     assert_eq!(files, ["dino-dualscale-s0-0.csv", "dino-dualscale-s0-0.json", "dino-dualscale-s0-0.npy", "dino-dualscale-s0-0.png"]);
@@ -278,11 +296,13 @@ fn info_shows_the_embedded_model_verified() {
     let o = dualscale(&["info", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["kind"], "points2d");
+    assert_eq!(v["name"], "landscape-dualscale");
+    assert_eq!(v["kind"], "image");
     assert_eq!(v["verified"], true);
     assert_eq!(v["gate"], true);
-    assert_eq!(v["schedule"]["num_train_timesteps"], 100);
-    assert!(v["parameters"].as_u64().unwrap() > 500_000);
+    assert_eq!(v["schedule"]["num_train_timesteps"], 1000);
+    assert_eq!(v["schedule"]["beta_schedule"], "squaredcos_cap_v2");
+    assert!(v["parameters"].as_u64().unwrap() > 100_000);
     let o = dualscale(&["info", "--system"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
@@ -332,12 +352,14 @@ fn every_shipped_model_loads_verifies_and_generates() {
         assert_eq!(info.status.code(), Some(0), "{m}: {}", stderr(&info));
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["verified"], true, "{m}");
+        // One image (a 32x32 picture costs what ~2,000 points do), or a small point cloud.
+        let count = if info["kind"] == "image" { "1" } else { "32" };
         let o = dualscale(&[
             "generate",
             "--model",
             m,
             "--count",
-            "32",
+            count,
             "--steps",
             "3",
             "--name",
@@ -347,6 +369,11 @@ fn every_shipped_model_loads_verifies_and_generates() {
         ]);
         assert_eq!(o.status.code(), Some(0), "{m}: {}", stderr(&o));
         let name = info["name"].as_str().unwrap();
+        if info["kind"] == "image" {
+            let img = image::open(out.path().join(format!("{name}.png"))).unwrap();
+            assert_eq!(img.width(), 32, "{m}");
+            continue;
+        }
         let (shape, data) = read_npy(&out.path().join(format!("{name}.npy")));
         assert_eq!(shape, vec![32, 2], "{m}");
         assert!(data.iter().all(|v| v.is_finite()), "{m}");

@@ -99,8 +99,9 @@ pub fn run(cfg: &KioskConfig, stop: &AtomicBool) -> anyhow::Result<Ended> {
             Poll::Due => {
                 gate.start_scheduled();
                 kiosk.run_once();
-                gate.finish();
                 scheduler.finished();
+                gate.finish();
+                kiosk.monitor.idle();
             }
             Poll::Wait(d) => match gate.wait(d.min(TICK)) {
                 Wake::Request => {
@@ -109,6 +110,7 @@ pub fn run(cfg: &KioskConfig, stop: &AtomicBool) -> anyhow::Result<Ended> {
                         scheduler.finished();
                     }
                     gate.finish();
+                    kiosk.monitor.idle();
                 }
                 Wake::Stop => break,
                 Wake::Timeout => {}
@@ -182,6 +184,13 @@ impl Drop for GpioThread {
 }
 
 impl Monitor<'_> {
+    /// After a run and after the run-gate is open again: state idle, written. (A reader who sees
+    /// the run's result in `status.json` can start the next one.)
+    fn idle(&mut self) {
+        self.status.state = State::Idle;
+        self.write_status();
+    }
+
     fn write_status(&mut self) {
         if let Err(e) = self.status.write(&self.cfg.out_dir, Timestamp::now()) {
             log::warn!("kiosk: cannot write status.json: {e}");
@@ -260,8 +269,6 @@ impl Kiosk<'_> {
                 m.led.store(LED_BLINK, Ordering::SeqCst);
             }
         }
-        m.status.state = State::Idle;
-        m.write_status();
     }
 
     /// Plans, samples (journaled, pausing when hot) and stores one result; returns the history

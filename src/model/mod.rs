@@ -35,9 +35,9 @@ use onnx::{classify, declared_io, default_name, io_info, weight_summary};
 use verify::verify;
 
 /// The default model, embedded in the binary so `dualscale generate` works with no files.
-pub const EMBEDDED_NAME: &str = "dino-dualscale";
-static EMBEDDED_ONNX: &[u8] = include_bytes!("../../models/dino-dualscale.onnx");
-static EMBEDDED_MANIFEST: &str = include_str!("../../models/dino-dualscale.json");
+pub const EMBEDDED_NAME: &str = "landscape-dualscale";
+static EMBEDDED_ONNX: &[u8] = include_bytes!("../../models/landscape-dualscale.onnx");
+static EMBEDDED_MANIFEST: &str = include_str!("../../models/landscape-dualscale.json");
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,7 @@ impl Model {
         Self::from_bytes(&bytes, Some(path), name, config, opts)
     }
 
-    /// Loads the model embedded in the binary (the dual-scale dino model).
+    /// Loads the model embedded in the binary (the dual-scale landscape image model).
     pub fn load_embedded(opts: &LoadOptions) -> Result<Model, ModelError> {
         let config = manifest::parse_manifest(EMBEDDED_MANIFEST, ConfigSource::Embedded)?;
         Self::from_bytes(EMBEDDED_ONNX, None, EMBEDDED_NAME.to_owned(), config, opts)
