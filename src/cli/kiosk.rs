@@ -62,12 +62,12 @@ pub struct KioskArgs {
     /// How the image fits the panel: letterbox or crop [default: letterbox].
     #[arg(long, value_name = "FIT")]
     pub epaper_fit: Option<String>,
-    /// Model file (.onnx) [default: the embedded dual-scale dino model].
+    /// Model file (.onnx) [default: the embedded dual-scale landscape model].
     #[arg(long, short = 'm', value_name = "FILE.onnx")]
     pub model: Option<PathBuf>,
-    /// Sampler: ddpm, ddim, euler, heun, dpmpp-2m, dpmpp-3m, unipc, adaptive.
-    #[arg(long, value_name = "NAME")]
-    pub sampler: Option<String>,
+    /// Sampler [default: the model's].
+    #[arg(long, value_enum)]
+    pub sampler: Option<crate::sampler::SamplerKind>,
     /// Sampling steps.
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
@@ -100,7 +100,7 @@ impl KioskArgs {
             epaper: self.epaper,
             epaper_fit: self.epaper_fit,
             model: self.model,
-            sampler: self.sampler,
+            sampler: self.sampler.map(|k| k.name().to_owned()),
             steps: self.steps,
             seed: self.seed,
         }

@@ -5,12 +5,8 @@
 //! It reads the config file and nothing else; paths are checked where they are used.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use serde::Deserialize;
-use toml::Spanned;
 
 use super::epaper::{self, Fit, Panel};
 use super::gpio::DEFAULT_DEBOUNCE;
@@ -140,148 +136,6 @@ pub struct KioskConfig {
     pub gpio: GpioConfig,
     pub epaper: Option<EpaperConfig>,
     pub generate: GenerateSpec,
-}
-
-// ---------------------------------------------------------------------------------------------
-// The file, as serde reads it: every leaf spanned so errors can name its line.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    out: Option<Spanned<PathBuf>>,
-    schedule: Option<FileSchedule>,
-    retention: Option<FileRetention>,
-    thermal: Option<FileThermal>,
-    serve: Option<FileServe>,
-    gpio: Option<FileGpio>,
-    epaper: Option<FileEpaper>,
-    generate: Option<FileGenerate>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSchedule {
-    every: Option<Spanned<String>>,
-    cron: Option<Spanned<String>>,
-    at: Option<Spanned<StrOrList>>,
-    once: Option<Spanned<bool>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum StrOrList {
-    Str(String),
-    List(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum IntOrStr {
-    Int(u64),
-    Str(String),
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRetention {
-    keep: Option<Spanned<usize>>,
-    max_bytes: Option<Spanned<IntOrStr>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileThermal {
-    pause_above: Option<Spanned<f32>>,
-    resume_below: Option<Spanned<f32>>,
-    zone_types: Option<Spanned<Vec<String>>>,
-    sysfs: Option<Spanned<PathBuf>>,
-    throttle_file: Option<Spanned<PathBuf>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileServe {
-    addr: Option<Spanned<String>>,
-    allow_remote: Option<Spanned<bool>>,
-    min_trigger_interval: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileGpio {
-    button: Option<Spanned<u8>>,
-    led: Option<Spanned<u8>>,
-    debounce: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEpaper {
-    panel: Option<Spanned<String>>,
-    fit: Option<Spanned<String>>,
-    saturation: Option<Spanned<f32>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileGenerate {
-    model: Option<Spanned<PathBuf>>,
-    sampler: Option<Spanned<String>>,
-    steps: Option<Spanned<usize>>,
-    seed: Option<Spanned<u64>>,
-}
-
-/// The file's text and path, to turn spans into lines.
-struct Source {
-    path: PathBuf,
-    text: String,
-}
-
-impl Source {
-    fn line(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
-    }
-
-    fn origin(&self, key: &str, span: Range<usize>) -> Origin {
-        Origin::File { path: self.path.clone(), line: self.line(span.start), key: key.to_owned() }
-    }
-
-    /// The dotted key on the line at `offset` (`retention.keep`), for toml's own errors, which
-    /// point at a span but do not say which key it belongs to.
-    fn key_at(&self, offset: usize) -> Option<String> {
-        let end = offset.min(self.text.len());
-        let line_start = self.text[..end].rfind('\n').map_or(0, |i| i + 1);
-        let line = self.text[line_start..].lines().next().unwrap_or("");
-        let key = line.split_once('=').map(|(k, _)| k.trim())?;
-        let table = self.text[..line_start].lines().rev().find_map(|l| {
-            let l = l.trim();
-            l.strip_prefix('[').and_then(|l| l.strip_suffix(']')).map(|t| t.trim().to_owned())
-        });
-        Some(match table {
-            Some(t) => format!("{t}.{key}"),
-            None => key.to_owned(),
-        })
-    }
-}
-
-/// A value from a flag (wins) or the file, with where it came from.
-fn pick<T>(flag: Option<T>, flag_name: &'static str, file: Option<Spanned<T>>, key: &str, src: Option<&Source>) -> Option<(T, Origin)> {
-    if let Some(v) = flag {
-        return Some((v, Origin::Flag(flag_name)));
-    }
-    let s = file?;
-    let span = s.span();
-    let origin = match src {
-        Some(src) => src.origin(key, span),
-        None => Origin::Flag(flag_name),
-    };
-    Some((s.into_inner(), origin))
-}
-
-fn invalid(origin: Origin, message: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid { origin, message: message.to_string() }
 }
 
 impl KioskConfig {
@@ -583,6 +437,10 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     }
     Ok(bytes as u64)
 }
+
+mod file;
+
+use file::*;
 
 #[cfg(test)]
 mod tests {
