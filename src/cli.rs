@@ -497,7 +497,7 @@ mod tests {
             (&["--rtol", "0"], "--rtol"),
             (&["--count", "0"], "--count"),
             (&["--eta", "2"], "--eta"),
-            (&["--train-timesteps", "100000000000"], "--train-timesteps"),
+            (&["--train-timesteps", "1000000000"], "--train-timesteps"),
             (&["--beta-start", "1.5"], "--beta-start"),
             (&["--time-budget", "1e20"], "--time-budget"),
         ] {

@@ -407,7 +407,8 @@ fn as_f64(path: &Path, key: &str, v: &Value) -> Result<f64, ManifestError> {
 }
 
 fn as_usize(path: &Path, key: &str, v: &Value) -> Result<usize, ManifestError> {
-    v.as_u64().map(|x| x as usize).ok_or_else(|| bad(path, key, format!("expected a non-negative integer, got {v}")))
+    let x = v.as_u64().ok_or_else(|| bad(path, key, format!("expected a non-negative integer, got {v}")))?;
+    usize::try_from(x).map_err(|_| bad(path, key, format!("{x} is too large for this machine")))
 }
 
 fn as_str<'a>(path: &Path, key: &str, v: &'a Value) -> Result<&'a str, ManifestError> {
