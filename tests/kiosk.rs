@@ -338,3 +338,101 @@ fn in_chromium_the_page_shows_the_image_and_its_button_brings_a_new_one() {
     signal(&child, "-TERM");
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
 }
+
+/// Resident memory (kB) and open file descriptors of a process, from /proc.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    (rss, fds)
+}
+
+/// Under qemu (ARM CI) a generation is ~50x slower: fewer of them.
+fn scaled(native: u64, emulated: u64) -> u64 {
+    if std::env::var_os("DUALSCALE_TEST_RUNNER").is_some() {
+        emulated
+    } else {
+        native
+    }
+}
+
+#[test]
+fn soak_memory_and_file_descriptors_stay_flat() {
+    let out = tempfile::tempdir().unwrap();
+    let total = scaled(200, 20);
+    let child = kiosk(&["--every", "10ms", "--keep", "10", "--model", &unet(), "--steps", "1", "--out", out.path().to_str().unwrap()]);
+    let made = || status(out.path()).and_then(|s| s["images_made"].as_u64()).unwrap_or(0);
+    wait_for("5 images", || made() >= 5);
+    let (rss0, fds0) = rss_and_fds(child.id());
+    let start = Instant::now();
+    while made() < total {
+        assert!(start.elapsed() < Duration::from_secs(600), "only {} of {total} images", made());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (rss1, fds1) = rss_and_fds(child.id());
+    eprintln!("soak: {} images; RSS {rss0} kB after 5, {rss1} kB after {total}; open fds {fds0} -> {fds1}", made());
+    signal(&child, "-TERM");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(rss1 < rss0 + 8 * 1024, "resident memory grew from {rss0} kB to {rss1} kB");
+    assert!(fds1 <= fds0 + 2, "open file descriptors grew from {fds0} to {fds1}");
+    // Retention kept at most 10 images, all complete.
+    let images = history_images(out.path());
+    assert!(images.len() <= 10, "{} images kept", images.len());
+    for img in &images {
+        image::open(img).unwrap();
+    }
+    no_temporary_files(out.path());
+}
+
+#[test]
+fn sigterm_and_kill_at_random_points_never_leave_partial_files() {
+    let out = tempfile::tempdir().unwrap();
+    let rounds = scaled(24, 4);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let (mut terms, mut kills) = (0, 0);
+    for round in 0..rounds {
+        let mut child = command()
+            .args(["kiosk", "--every", "10ms", "--model", &unet(), "--steps", "8", "--out", out.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Signals before the handlers exist would kill it by default: wait until it runs.
+        let pid = child.id();
+        wait_for("the kiosk to start", || status(out.path()).is_some_and(|s| s["pid"] == pid));
+        // xorshift: a delay of 20-400 ms (times 20 under qemu) into the run.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = Duration::from_millis((20 + rng % 380) * scaled(1, 20));
+        std::thread::sleep(delay);
+        if round % 2 == 0 {
+            signal(&child, "-TERM");
+            let code = child.wait().unwrap().code();
+            assert_eq!(code, Some(0), "round {round}: SIGTERM after {delay:?}");
+            terms += 1;
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+        }
+        // Whatever the moment: current.png, if any, and every history image are complete PNGs;
+        // the only temporary files a kill may leave are cleaned at the next start.
+        if let Ok(bytes) = std::fs::read(out.path().join("current.png")) {
+            image::load_from_memory(&bytes).unwrap_or_else(|e| panic!("round {round}: current.png is not a complete PNG: {e}"));
+        }
+        for img in history_images(out.path()) {
+            image::open(&img).unwrap_or_else(|e| panic!("round {round}: {} is not a complete PNG: {e}", img.display()));
+        }
+    }
+    // One last start cleans what a kill left and finishes normally.
+    let o =
+        command().args(["kiosk", "--once", "--model", &unet(), "--steps", "2", "--out", out.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    no_temporary_files(out.path());
+    eprintln!(
+        "faults: {terms} SIGTERM and {kills} SIGKILL at random points; {} complete images, no partial file",
+        history_images(out.path()).len()
+    );
+}
