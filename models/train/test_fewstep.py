@@ -1,0 +1,72 @@
+"""Few-step recipe: a distillation run killed and resumed is bit-identical; the fixed-list DDIM
+sampler on the teacher's own grid matches the teacher-solver used for distillation targets.
+
+Run: python -m pytest models/train/test_fewstep.py
+"""
+import numpy as np
+import torch
+
+import fewstep as F
+import nets
+
+
+def _tiny_teacher():
+    torch.manual_seed(0)
+    m = nets.build("dualscale")
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def test_pdt_killed_and_resumed_is_bit_identical(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    data = np.random.default_rng(0).normal(size=(600, 2)).astype(np.float32)
+    teacher = _tiny_teacher()
+    cfg = F.FewCfg(method="pdt", steps=30, ckpt_every=10, lr=1e-4, pd_student_steps=4, init="test")
+    a = F.train_run(tmp_path / "a", 3, data, cfg, init_state=teacher.state_dict(), teacher=teacher)
+    # a "kill" after the checkpoint at step 20: copy the checkpoint, drop the final files, resume
+    calls = {"n": 0}
+    real_save = F.diffusion._atomic_torch_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if path.name == "ckpt.pt" and obj["step"] == 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", save_then_die)
+    try:
+        F.train_run(tmp_path / "b", 3, data, cfg, init_state=teacher.state_dict(), teacher=teacher)
+    except KeyboardInterrupt:
+        calls["n"] += 1
+    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", real_save)
+    assert calls["n"] == 1 and not (tmp_path / "b" / "ema.pt").exists()
+    b = F.train_run(tmp_path / "b", 3, data, cfg, init_state=teacher.state_dict(), teacher=teacher)
+    assert b["resumed_at_steps"] == [20]
+    ea = torch.load(tmp_path / "a" / "ema.pt")
+    eb = torch.load(tmp_path / "b" / "ema.pt")
+    for k in ea:
+        assert torch.equal(ea[k], eb[k]), k
+    assert a["final_loss_last500"] == b["final_loss_last500"]
+
+
+def test_teacher_solve_matches_dpmpp2m_sampler():
+    torch.set_num_threads(1)
+    teacher = _tiny_teacher()
+    z = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    tab = F._td_tables(1, 16, 1.5)  # one interval spanning the whole 16-point grid, then clean
+    x = F.teacher_solve(teacher, z, tab[[0] * len(z)])
+    den = F.Denoiser(teacher, F.TeacherDiscrete(), "epsilon")
+    y = F.sample_dpmpp2m(den, z, F.teacher_grid(16, 16, 1.5))
+    assert torch.allclose(x, y, atol=1e-3, rtol=1e-3)
+
+
+def test_teacher_grid_is_nested_and_strict():
+    g64 = F.teacher_grid(64)
+    assert g64[0] == 99 and g64[-1] == 0 and all(a > b for a, b in zip(g64, g64[1:]))
+    for n in (32, 16, 8, 4, 2, 1):
+        assert set(F.teacher_grid(n)) <= set(F.teacher_grid(2 * n) if 2 * n <= 64 else g64)
+    assert F.teacher_grid(8) == [99.0, 81.0, 64.0, 49.0, 35.0, 23.0, 15.0, 7.0]
+    # the td students' grids (base 32) differ near t = 0 from the pdt ones (base 64)
+    assert F.teacher_grid(8, 32, 1.5) == [99.0, 81.0, 64.0, 49.0, 35.0, 23.0, 12.0, 4.0]
+    assert F.teacher_grid(4, 32, 1.5) == [99.0, 64.0, 35.0, 12.0]
