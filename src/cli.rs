@@ -188,7 +188,7 @@ pub struct InfoArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Generated points (.npy [M,2] or .csv with header x,y).
+    /// Generated points (.npy of shape `[M,2]`, or .csv with header x,y).
     pub samples: PathBuf,
     /// Reference data: a .npy file, or a shipped data set name (circle, dino, line, moons).
     #[arg(long, short = 'r')]

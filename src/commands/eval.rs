@@ -61,7 +61,7 @@ fn resolve_reference(name: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// Points from `.npy` ([M, D]) or `.csv` (header line, then comma-separated numbers).
+/// Points from `.npy` (`[M, D]`) or `.csv` (header line, then comma-separated numbers).
 fn read_points(path: &Path) -> anyhow::Result<(Vec<f32>, usize)> {
     let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     if !is_csv {
