@@ -49,6 +49,9 @@ for arch in "${arches[@]}"; do
     for f in models/*.onnx models/*.json models/data/*.npy; do
         expected+=("./usr/share/dualscale/$f")
     done
+    # Kiosk mode's systemd units (installed disabled), its service user and its config.
+    expected+=(./lib/systemd/system/dualscale-kiosk.service ./lib/systemd/system/dualscale-once.service
+               ./lib/systemd/system/dualscale-once.timer ./usr/lib/sysusers.d/dualscale.conf ./etc/dualscale/kiosk.toml)
     for f in "${expected[@]}"; do
         grep -q " $f\$" <<<"$contents" || { echo "$deb: missing $f" >&2; exit 1; }
     done
