@@ -41,21 +41,9 @@ pub fn run(cfg: &BenchConfig, stop: &AtomicBool) -> anyhow::Result<()> {
         let plan_started = Instant::now();
         denoiser.prepare(batch)?;
         let plan_ms = plan_started.elapsed().as_secs_f64() * 1e3;
-        let x: Vec<f32> = (0..batch * len).map(|i| ((i % 17) as f32 - 8.0) / 4.0).collect();
-        let mut y = vec![0f32; x.len()];
-        denoiser.eval(&x, t, &mut y).map_err(|e| anyhow::anyhow!("{e}"))?; // warm-up
-        let mut times = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            if stop.load(Ordering::Relaxed) {
-                return Err(PipelineError::Interrupted { at: format!("batch size {batch}") }.into());
-            }
-            let s = Instant::now();
-            denoiser.eval(&x, t, &mut y).map_err(|e| anyhow::anyhow!("{e}"))?;
-            times.push(s.elapsed().as_secs_f64());
-        }
-        times.sort_by(f64::total_cmp);
+        let times = timed_evals(denoiser, batch, t, iters, stop)?;
         let median = times[times.len() / 2];
-        let nodes = if cfg.nodes > 0 { denoiser.profile_nodes(&x, t, iters)? } else { Vec::new() };
+        let nodes = if cfg.nodes > 0 { denoiser.profile_nodes(&bench_input(batch * len), t, iters)? } else { Vec::new() };
         let slowest = &nodes[..cfg.nodes.min(nodes.len())];
         if cfg.json {
             out.line(json!({"model": name, "batch": batch, "threads": threads, "plan_ms": plan_ms, "median_ms": median * 1e3,
@@ -80,11 +68,21 @@ pub fn run(cfg: &BenchConfig, stop: &AtomicBool) -> anyhow::Result<()> {
 /// Budgets the summary fits steps to.
 const BUDGETS_S: [f64; 4] = [1.0, 5.0, 30.0, 120.0];
 
-/// Median of `iters` evaluations of `batch` samples (after a warm-up), in seconds.
-fn median_eval(denoiser: &mut crate::model::TractDenoiser, batch: usize, t: f64, iters: usize, stop: &AtomicBool) -> anyhow::Result<f64> {
-    let len = denoiser.sample_len();
+/// A fixed, varied input of `n` values.
+fn bench_input(n: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i % 17) as f32 - 8.0) / 4.0).collect()
+}
+
+/// `iters` timed evaluations of `batch` samples after a warm-up, in seconds, sorted.
+fn timed_evals(
+    denoiser: &mut crate::model::TractDenoiser,
+    batch: usize,
+    t: f64,
+    iters: usize,
+    stop: &AtomicBool,
+) -> anyhow::Result<Vec<f64>> {
     denoiser.prepare(batch)?;
-    let x: Vec<f32> = (0..batch * len).map(|i| ((i % 17) as f32 - 8.0) / 4.0).collect();
+    let x = bench_input(batch * denoiser.sample_len());
     let mut y = vec![0f32; x.len()];
     denoiser.eval(&x, t, &mut y).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut times = Vec::with_capacity(iters);
@@ -97,6 +95,12 @@ fn median_eval(denoiser: &mut crate::model::TractDenoiser, batch: usize, t: f64,
         times.push(s.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
+    Ok(times)
+}
+
+/// Median of `iters` evaluations of `batch` samples, in seconds.
+fn median_eval(denoiser: &mut crate::model::TractDenoiser, batch: usize, t: f64, iters: usize, stop: &AtomicBool) -> anyhow::Result<f64> {
+    let times = timed_evals(denoiser, batch, t, iters, stop)?;
     Ok(times[times.len() / 2])
 }
 

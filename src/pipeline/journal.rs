@@ -38,6 +38,7 @@ struct Record {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    fingerprint: String,
     file: File,
     records: Vec<Record>,
     /// Evaluations answered or recorded so far in this run.
@@ -50,16 +51,10 @@ impl Journal {
     /// Opens the journal at `path` for a run with this fingerprint: its records if it was left by
     /// the same plan, else a new, empty journal (the old file replaced).
     pub fn open(path: &Path, fingerprint: &str) -> io::Result<Journal> {
-        if let Some(records) = read_records(path, fingerprint)? {
-            let file = OpenOptions::new().append(true).open(path)?;
-            // Drop a torn tail: rewrite the file to the whole records read.
-            let mut journal = Journal { path: path.to_owned(), file, records, next: 0, replayed: 0 };
-            journal.rewrite(fingerprint)?;
-            return Ok(journal);
-        }
-        let mut journal = Journal { path: path.to_owned(), file: File::create(path)?, records: Vec::new(), next: 0, replayed: 0 };
-        journal.rewrite(fingerprint)?;
-        Ok(journal)
+        // Whatever was read (nothing, or the whole records before a torn tail) is written anew.
+        let records = read_records(path, fingerprint)?.unwrap_or_default();
+        let file = write_journal(path, fingerprint, &records)?;
+        Ok(Journal { path: path.to_owned(), fingerprint: fingerprint.to_owned(), file, records, next: 0, replayed: 0 })
     }
 
     /// Evaluations on record (from an earlier, interrupted run or this one).
@@ -82,20 +77,8 @@ impl Journal {
         std::fs::remove_file(&self.path)
     }
 
-    fn rewrite(&mut self, fingerprint: &str) -> io::Result<()> {
-        let tmp = self.path.with_extension("journal-tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(fingerprint.as_bytes())?;
-            f.write_all(b"\n")?;
-            for r in &self.records {
-                f.write_all(&encode(r))?;
-            }
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+    fn rewrite(&mut self) -> io::Result<()> {
+        self.file = write_journal(&self.path, &self.fingerprint, &self.records)?;
         Ok(())
     }
 
@@ -105,6 +88,23 @@ impl Journal {
         self.records.push(r);
         Ok(())
     }
+}
+
+/// Writes a whole journal (header and records) atomically; the file, open for appending.
+fn write_journal(path: &Path, fingerprint: &str, records: &[Record]) -> io::Result<File> {
+    let tmp = path.with_extension("journal-tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(fingerprint.as_bytes())?;
+        f.write_all(b"\n")?;
+        for r in records {
+            f.write_all(&encode(r))?;
+        }
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    OpenOptions::new().append(true).open(path)
 }
 
 fn encode(r: &Record) -> Vec<u8> {
@@ -202,8 +202,7 @@ impl Denoiser for Journaled<'_> {
             }
             log::warn!("journal {} stops matching at evaluation {}; recomputing from there", j.path.display(), j.next);
             j.records.truncate(j.next);
-            let fingerprint = read_fingerprint(&j.path).unwrap_or_default();
-            j.rewrite(&fingerprint).map_err(|e| DenoiseError(format!("cannot rewrite the journal {}: {e}", j.path.display())))?;
+            j.rewrite().map_err(|e| DenoiseError(format!("cannot rewrite the journal {}: {e}", j.path.display())))?;
         }
         let info = self.inner.eval(x, t, out)?;
         let record = Record { t, input, gate: info.gate, output: out.to_vec() };
@@ -211,12 +210,6 @@ impl Denoiser for Journaled<'_> {
         j.next += 1;
         Ok(info)
     }
-}
-
-fn read_fingerprint(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    let line = bytes.get(MAGIC.len()..)?.split(|&b| b == b'\n').next()?;
-    String::from_utf8(line.to_vec()).ok()
 }
 
 #[cfg(test)]

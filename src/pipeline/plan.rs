@@ -70,7 +70,8 @@ impl Generator {
     pub fn plan(&mut self, req: &Request) -> Result<RunPlan, PipelineError> {
         let info = self.denoiser.model().info().clone();
         let schedule = self.denoiser.model().config().schedule.clone();
-        NoiseSchedule::new(&schedule).map_err(|e| PipelineError::Request(format!("the model's schedule cannot be used: {e}")))?;
+        let noise =
+            NoiseSchedule::new(&schedule).map_err(|e| PipelineError::Request(format!("the model's schedule cannot be used: {e}")))?;
         let len = info.kind.sample_len();
         let (count, batch) = sizes(req, &info)?;
 
@@ -106,7 +107,7 @@ impl Generator {
         }
         sampler::check_options(&schedule, &opts).map_err(|e| PipelineError::Request(e.to_string()))?;
         let t_start = sampler::first_timestep(&schedule, &opts).map_err(|e| PipelineError::Request(e.to_string()))?;
-        let abar_start = NoiseSchedule::new(&schedule).map_err(|e| PipelineError::Request(e.to_string()))?.level(t_start).abar();
+        let abar_start = noise.level(t_start).abar();
         let start = start_distribution(req.init, abar_start, self.denoiser.model().config().data_stats(), len)?;
         Ok(RunPlan {
             model: info,
