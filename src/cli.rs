@@ -65,7 +65,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Generate points or images from a model (the embedded dino model by default).
+    /// Generate points or images from a model (the embedded landscape image model by default).
     Generate(GenerateArgs),
     /// Show a model's inputs, outputs, parameters, precision, schedule and sha256; or the CPU.
     Info(InfoArgs),
@@ -79,7 +79,7 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Model file (.onnx). Its manifest (`NAME.json`) or `scheduler_config.json` is read from beside it. Default: the embedded dual-scale dino model.
+    /// Model file (.onnx). Its manifest (`NAME.json`) or `scheduler_config.json` is read from beside it. Default: the embedded dual-scale landscape image model.
     #[arg(long, short = 'm', value_name = "FILE.onnx")]
     pub model: Option<PathBuf>,
     /// Run a model whose sha256 does not match its manifest.
@@ -115,12 +115,15 @@ pub struct ModelArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Sampler [default: unipc].
+    /// Sampler [default: the one the model's manifest recommends, else unipc].
     #[arg(long, short = 's', value_enum)]
     pub sampler: Option<SamplerKind>,
-    /// Sampling steps (default 20; the training timesteps for ddpm).
+    /// Sampling steps (default: the model's recommended steps, else 20; the training timesteps for ddpm).
     #[arg(long, value_name = "N", conflicts_with = "time_budget")]
     pub steps: Option<usize>,
+    /// Exact timesteps to visit, high to low, comma-separated (e.g. 999,749,499,249), in place of --steps and --spacing.
+    #[arg(long, value_name = "T1,T2,...", value_delimiter = ',', num_args = 1, conflicts_with_all = ["steps", "time_budget", "spacing"])]
+    pub timesteps: Option<Vec<usize>>,
     /// Time budget for the whole run (e.g. 2s, 500ms, 1m): loading counts; one model evaluation is timed on this machine and the steps (and sampler order) that fit are picked.
     #[arg(long, value_name = "DURATION")]
     pub time_budget: Option<String>,
@@ -390,9 +393,6 @@ impl GenerateArgs {
             if !(eta.is_finite() && (0.0..=1.0).contains(&eta)) {
                 return Err(usage(format!("--eta must be in [0, 1], got {eta}")));
             }
-            if eta != 0.0 && self.sampler != Some(SamplerKind::Ddim) {
-                log::warn!("--eta applies to --sampler ddim only; it is ignored");
-            }
         }
         for (flag, v) in [("--rtol", self.rtol), ("--atol", self.atol)] {
             if !(v.is_finite() && v > 0.0) {
@@ -405,7 +405,9 @@ impl GenerateArgs {
             eta: self.eta,
             rtol: self.rtol,
             atol: self.atol,
-            spacing: None, // the --spacing override is part of the model's schedule
+            // Also part of the model's schedule (overrides); here it sets aside a recommended list.
+            spacing: self.model.spacing,
+            timesteps: self.timesteps.clone(),
             seed: self.seed,
             count: self.count.map(|c| at_least_one("--count", c)).transpose()?,
             batch: self.batch.map(|b| at_least_one("--batch", b)).transpose()?,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::sampler::{self, SamplerKind};
 use crate::schedule::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing, MAX_TRAIN_TIMESTEPS};
 
 /// Why a model's configuration could not be used.
@@ -51,6 +52,32 @@ pub struct DataStats {
     pub var: Option<Vec<f64>>,
 }
 
+/// The sampler a model is made for (`"sampler"` in the manifest): what `generate` runs when it
+/// is not told otherwise. A few-step model names its solver and the exact timesteps it was
+/// distilled or tuned for; a list's length is the model's recommended step count.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendedSampler {
+    #[serde(rename = "type")]
+    pub kind: SamplerKind,
+    /// Explicit timesteps, high to low; the step after the last lands on clean data.
+    #[serde(default)]
+    pub timesteps: Option<Vec<usize>>,
+    /// Step count with the schedule's spacing, where no list is given.
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// For readers of the file; not interpreted.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl RecommendedSampler {
+    /// Model evaluations per sample of one run (steps; Heun takes two per step but the last).
+    pub fn steps(&self) -> Option<usize> {
+        self.timesteps.as_ref().map(Vec::len).or(self.steps)
+    }
+}
+
 /// Input or output declared by a manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TensorDecl {
@@ -82,6 +109,10 @@ pub struct Manifest {
     pub parameters: Option<u64>,
     #[serde(default)]
     pub data_stats: Option<DataStats>,
+    /// The sampler and steps the model is made for, if it names them (parsed on its own, so
+    /// that its errors name the key).
+    #[serde(skip)]
+    pub sampler: Option<RecommendedSampler>,
     /// sha256 of each external weights file (`model.onnx.data`), by its location as the
     /// `.onnx` file names it.
     #[serde(default)]
@@ -277,7 +308,28 @@ pub fn parse_manifest(text: &str, source: ConfigSource) -> Result<ModelConfig, M
     let mut keys: BTreeMap<String, Value> = sched.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     keys.insert("prediction_type".into(), obj["prediction_type"].clone());
     let (schedule, unknown_keys) = schedule_from_keys(&keys, None, &path)?;
+    let mut manifest = manifest;
+    if let Some(block) = obj.get("sampler") {
+        let bad = |detail: String| ManifestError::BadValue { path: path.clone(), key: "sampler".into(), detail };
+        let rec: RecommendedSampler = serde_json::from_value(block.clone()).map_err(|e| bad(e.to_string()))?;
+        check_recommended(&rec, schedule.num_train_timesteps).map_err(bad)?;
+        manifest.sampler = Some(rec);
+    }
     Ok(ModelConfig { schedule, manifest: Some(manifest), source, unknown_keys })
+}
+
+/// A recommended sampler must be a fixed-step one with one valid way to lay out its steps.
+fn check_recommended(rec: &RecommendedSampler, t_count: usize) -> Result<(), String> {
+    if rec.kind == SamplerKind::Adaptive {
+        return Err("`adaptive` picks its own steps; recommend a fixed-step sampler".into());
+    }
+    match (&rec.timesteps, rec.steps) {
+        (Some(_), Some(_)) => Err("give `timesteps` or `steps`, not both".into()),
+        (None, None) => Err("give `timesteps` (a list, high to low) or `steps`".into()),
+        (Some(list), None) => sampler::check_timestep_list(list, t_count),
+        (None, Some(n)) if n == 0 || n > t_count => Err(format!("steps = {n} must be between 1 and {t_count}")),
+        (None, Some(_)) => Ok(()),
+    }
 }
 
 /// Parses a diffusers `scheduler_config.json`: diffusers' keys with the defaults of the class
@@ -490,6 +542,40 @@ mod tests {
         assert_eq!(c.schedule.beta_schedule, BetaSchedule::Linear);
         assert_eq!(c.data_stats().unwrap().mean, vec![0.1, -0.2]);
         assert!(c.unknown_keys.is_empty());
+    }
+
+    /// MANIFEST with a `sampler` block.
+    fn with_sampler(block: &str) -> Result<ModelConfig, ManifestError> {
+        let text = MANIFEST.replacen("\"data_stats\"", &format!("\"sampler\": {block},\n        \"data_stats\""), 1);
+        parse_manifest(&text, ConfigSource::Embedded)
+    }
+
+    #[test]
+    fn reads_a_recommended_sampler() {
+        let c = with_sampler(r#"{"type": "dpmpp-2m", "timesteps": [99, 59, 31, 15, 7, 3, 1, 0], "note": "tuned"}"#).unwrap();
+        let rec = c.manifest.unwrap().sampler.unwrap();
+        assert_eq!((rec.kind, rec.steps()), (SamplerKind::DpmPp2m, Some(8)));
+        let c = with_sampler(r#"{"type": "ddim", "steps": 10}"#).unwrap();
+        assert_eq!(c.manifest.unwrap().sampler.unwrap().steps(), Some(10));
+    }
+
+    #[test]
+    fn a_bad_recommended_sampler_says_what_to_fix() {
+        for (block, says) in [
+            (r#"{"type": "ddim", "timesteps": [99, 99]}"#, "strictly decrease"),
+            (r#"{"type": "ddim", "timesteps": [100, 50]}"#, "not below the model's 100"),
+            (r#"{"type": "ddim", "timesteps": []}"#, "empty"),
+            (r#"{"type": "ddim"}"#, "give `timesteps`"),
+            (r#"{"type": "ddim", "steps": 4, "timesteps": [9, 1, 0, 2]}"#, "not both"),
+            (r#"{"type": "adaptive", "steps": 4}"#, "fixed-step"),
+            (r#"{"type": "ddim", "steps": 101}"#, "between 1 and 100"),
+            (r#"{"type": "magic", "steps": 4}"#, "magic"),
+            (r#"{"type": "ddim", "steps": 4, "eta": 1}"#, "eta"),
+        ] {
+            let err = with_sampler(block).unwrap_err().to_string();
+            assert!(err.contains("`sampler`") || err.contains("sampler"), "{block}: {err}");
+            assert!(err.contains(says), "{block}: {err}");
+        }
     }
 
     #[test]

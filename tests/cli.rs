@@ -1038,3 +1038,67 @@ fn bench_without_batches_sizes_up_the_board() {
         assert_eq!(row["what"], "images");
     }
 }
+
+/// The shipped few-step dino model, whose manifest recommends a sampler and its timesteps.
+const FEWSTEP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/dino-dualscale-fewstep.onnx");
+
+/// Runs `generate` on the few-step model with `flags` and returns (sampler, visited timesteps)
+/// from the sidecar, or the failed output.
+fn fewstep_run(flags: &[&str]) -> Result<(String, Vec<f64>), Output> {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec!["generate", "--model", FEWSTEP, "--count", "64", "--out", out.path().to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let o = dualscale(&args);
+    if o.status.code() != Some(0) {
+        assert!(files_in(out.path()).is_empty(), "a refused run wrote files: {:?}", files_in(out.path()));
+        return Err(o);
+    }
+    let text = std::fs::read_to_string(out.path().join("dino-dualscale-fewstep-s0-0.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ts = v["timesteps"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+    Ok((v["sampler"].as_str().unwrap().to_owned(), ts))
+}
+
+#[test]
+fn a_few_step_model_runs_its_recommended_sampler_unless_told_otherwise() {
+    let list = vec![99.0, 59.0, 31.0, 15.0, 7.0, 3.0, 1.0, 0.0];
+    let run = |flags: &[&str]| fewstep_run(flags).unwrap_or_else(|o| panic!("{flags:?}: {}", stderr(&o)));
+    // By default, with its own step count, and within a time budget that buys it.
+    assert_eq!(run(&[]), ("dpmpp-2m".into(), list.clone()));
+    assert_eq!(run(&["--steps", "8"]), ("dpmpp-2m".into(), list.clone()));
+    assert_eq!(run(&["--sampler", "dpmpp-2m"]), ("dpmpp-2m".into(), list.clone()));
+    assert_eq!(run(&["--time-budget", "1h"]), ("dpmpp-2m".into(), list.clone()));
+    // Another step count, sampler or spacing lays the steps out by the schedule's spacing.
+    assert_eq!(run(&["--steps", "4"]), ("dpmpp-2m".into(), vec![99.0, 74.0, 49.0, 24.0]));
+    let (kind, ts) = run(&["--sampler", "ddim"]);
+    assert_eq!((kind.as_str(), ts.len()), ("ddim", 20));
+    let (kind, ts) = run(&["--spacing", "leading"]);
+    assert_eq!((kind.as_str(), ts.len()), ("dpmpp-2m", 20));
+    // An explicit list, with any fixed-step sampler.
+    assert_eq!(run(&["--timesteps", "99,40,5", "--sampler", "ddim"]), ("ddim".into(), vec![99.0, 40.0, 5.0]));
+    assert_eq!(run(&["--timesteps", "99,40,5", "--sampler", "heun"]), ("heun".into(), vec![99.0, 40.0, 5.0]));
+}
+
+#[test]
+fn bad_timestep_lists_are_usage_errors() {
+    let fails = |flags: &[&str], needle: &str| assert_fails(&fewstep_run(flags).expect_err("should fail"), 2, needle);
+    fails(&["--timesteps", "50,60"], "strictly decrease");
+    fails(&["--timesteps", "100,5"], "not below the model's 100");
+    fails(&["--timesteps", "9,x"], "--timesteps");
+    fails(&["--timesteps", "9,5", "--steps", "2"], "--steps");
+    fails(&["--timesteps", "9,5", "--sampler", "adaptive"], "adaptive");
+}
+
+#[test]
+fn a_bad_recommended_sampler_in_a_manifest_is_named() {
+    let good = std::fs::read_to_string(repo().join("models/dino-dualscale-fewstep.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["sampler"]["timesteps"] = serde_json::json!([99, 99, 0]);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("dino-dualscale-fewstep.onnx");
+    std::fs::copy(FEWSTEP, &model).unwrap();
+    std::fs::write(dir.path().join("dino-dualscale-fewstep.json"), v.to_string()).unwrap();
+    let out = dir.path().join("out");
+    assert_fails(&generate_with_model(&model, &out), 1, "key `sampler` has an invalid value");
+    assert!(!out.exists());
+}

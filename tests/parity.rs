@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod common;
+
 use dualscale::model::{LoadOptions, Model};
 use dualscale::sampler::{sample, DdimPrev, Denoiser, NoiseSource, SamplerKind, SamplerOptions};
 use dualscale::schedule::{BetaSchedule, PredictionType, ScheduleConfig, TimestepSpacing};
@@ -262,5 +264,65 @@ fn unet2d_export_evaluates_like_onnxruntime() {
         let diff = max_abs_diff(&got, &want);
         println!("{rel}: tract vs onnxruntime max abs diff {diff:.3e}");
         assert!(diff <= case.tolerance, "{rel}: tract differs from onnxruntime by {diff:.3e} > {:.0e}", case.tolerance);
+    }
+}
+
+/// `fewstep/<model>/expected.json`, as written by `models/train/fewstep.py fixture`.
+#[derive(Debug, Deserialize)]
+struct FewStepCase {
+    model: String,
+    sampler: String,
+    timesteps: Vec<usize>,
+    count: usize,
+    tolerance_abs: f64,
+}
+
+/// The few-step models run with their manifest's recommended sampler and timesteps by default
+/// (no sampler flags), through the real binary, and land where the recipe's PyTorch sampler lands
+/// from the same unit noise.
+#[test]
+fn fewstep_models_run_their_recommended_sampler_like_the_recipe() {
+    let root = fixtures().join("fewstep");
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}; the fixtures are committed, restore them", root.display()))
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 2, "expected the shipped few-step model's fixture and the distilled draft's, found {names:?}");
+    for name in names {
+        let dir = root.join(&name);
+        let text = std::fs::read_to_string(dir.join("expected.json")).expect("read expected.json");
+        let case: FewStepCase = serde_json::from_str(&text).expect("parse expected.json");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let model = [repo.join("models").join(&case.model), repo.join("models/fewstep").join(&case.model)]
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{name}: model {} is neither in models/ nor in models/fewstep/", case.model));
+        let out = tempfile::tempdir().expect("temp dir");
+        let run = common::command()
+            .args(["generate", "--count"])
+            .arg(case.count.to_string())
+            .arg("--model")
+            .arg(&model)
+            .arg("--init-noise")
+            .arg(dir.join("noise.npy"))
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .expect("run dualscale");
+        assert!(run.status.success(), "{name}: generate failed: {}", String::from_utf8_lossy(&run.stderr));
+        let stem = format!("{}-s0-0", case.model.trim_end_matches(".onnx"));
+        let got = read_npy(&out.path().join(format!("{stem}.npy")), &[case.count, POINT_DIM]);
+        let want = read_npy(&dir.join("out.npy"), &[case.count, POINT_DIM]);
+        let diff = max_abs_diff(&got, &want);
+        let sidecar: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join(format!("{stem}.json"))).expect("sidecar"))
+                .expect("sidecar json");
+        let visited: Vec<usize> =
+            sidecar["timesteps"].as_array().expect("timesteps").iter().map(|t| t.as_f64().unwrap() as usize).collect();
+        println!("{name}: {} over {visited:?}, max abs diff to the recipe {diff:.3e}", sidecar["sampler"]);
+        assert_eq!(sidecar["sampler"], case.sampler.as_str(), "{name}: not the manifest's sampler");
+        assert_eq!(visited, case.timesteps, "{name}: not the manifest's timesteps");
+        assert!(diff <= case.tolerance_abs, "{name}: differs from the recipe's sampler by {diff:.3e} > {:.0e}", case.tolerance_abs);
     }
 }

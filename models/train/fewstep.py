@@ -858,6 +858,7 @@ def stage_cd(ds: str, seed: int, n: int, steps: int, tag: str = "", lr: float = 
 
 
 FEWSTEP_DIR = MODELS / "fewstep"
+FIXTURES = REPO / "tests" / "fixtures" / "fewstep"
 
 
 def export_pdt(ds: str, seed: int, n: int, tag: str = "", base: int = 64, rho: float = 1.5,
@@ -888,12 +889,10 @@ def export_pdt(ds: str, seed: int, n: int, tag: str = "", base: int = 64, rho: f
                      "steps_per_round": steps_per_round, "batch_size": 256, "lr": lr, "lr_schedule": "cosine",
                      "ema_decay": 0.995, "ema_every": 10, "grad_clip": 0.5,
                      "grid": f"teacher_grid(n, base={base}, rho={rho}) in models/train/fewstep.py"},
-        "sampler": {"type": "ddim", "eta": 0.0, "timesteps": [int(t) for t in teacher_grid(n, base, rho)], "final": "x0",
-                    "init": "data_stats",
-                    "note": "evaluate the model at each listed t (descending); DDIM to the next listed t; "
-                            "after the last one output x0_hat. Start from the data_stats Gaussian at "
-                            "timesteps[0]."},
-        "recommended_steps": n,
+        "sampler": {"type": "ddim", "timesteps": [int(t) for t in teacher_grid(n, base, rho)],
+                    "note": "DDIM (eta 0) over the listed timesteps; the step after the last listed timestep lands "
+                            "on clean data (x0_hat). Start: the data-moment Gaussian at the first timestep "
+                            "(--init auto)."},
     })
     tmp = path.with_name(name + ".json.tmp")
     tmp.write_text(json.dumps(man, indent=2) + "\n")
@@ -987,17 +986,17 @@ def eval_all(ds: str, seed: int) -> list[dict]:
 
 
 def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
-    """Export the fine-tuned teacher (`teacher-plus`) to models/fewstep/{ds}-dualscale-plus.onnx with a
-    manifest whose sampler block is DPM-Solver++(2M) on the log-SNR-uniform list of `nfe` steps."""
+    """Ship the fine-tuned teacher (`teacher-plus`) as models/{ds}-dualscale-fewstep.onnx with a
+    manifest whose `sampler` block (models/MANIFEST.md) is DPM-Solver++(2M) on the log-SNR-uniform
+    list of `nfe` steps: what `dualscale generate` runs for it by default."""
     import hashlib
 
     import onnx_export
 
     run = teacher_plus_dir(ds, seed)
     model = load_run(run)
-    FEWSTEP_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"{ds}-dualscale-plus"
-    path = FEWSTEP_DIR / f"{name}.onnx"
+    name = f"{ds}-dualscale-fewstep"
+    path = MODELS / f"{name}.onnx"
     ops = onnx_export.export(model, "dualscale", path)
     diffs = onnx_export.verify(model, "dualscale", path)
     shipped = json.loads((MODELS / f"{ds}-dualscale.json").read_text())
@@ -1009,32 +1008,36 @@ def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
         "training": {"seed": seed, "method": "fine-tune of the shipped model with the recipe's loss",
                      "init": shipped["file"], "init_sha256": shipped["sha256"], "steps": cfg["steps"],
                      "batch_size": cfg["batch_size"], "lr": cfg["lr"], "lr_schedule": "cosine",
-                     "ema_decay": cfg["ema_decay"], "ema_every": cfg["ema_every"], "grad_clip": cfg["grad_clip"]},
+                     "ema_decay": cfg["ema_decay"], "ema_every": cfg["ema_every"], "grad_clip": cfg["grad_clip"],
+                     "command": f"python models/train/fewstep.py teacher-plus --datasets {ds} --seeds {seed} "
+                                f"--steps {cfg['steps']} --batch {cfg['batch_size']} && "
+                                f"python models/train/fewstep.py export --datasets {ds} --seeds {seed}"},
         "sampler": {"type": "dpmpp-2m", "timesteps": [int(t) for t in teacher_list(nfe, "logsnr")],
-                    "final": "x0", "lower_order_first": True, "init": "data_stats",
-                    "note": "DPM-Solver++(2M) (data prediction) over the listed timesteps, first step first order, "
-                            "the step after the last listed timestep lands on clean data (x0_hat)."},
-        "recommended_steps": nfe,
+                    "note": "DPM-Solver++(2M) (data prediction), first step first order, over the listed timesteps "
+                            "(uniform in log-SNR); the step after the last listed timestep lands on clean data "
+                            "(x0_hat). Start: the data-moment Gaussian at the first timestep (--init auto)."},
     })
     tmp = path.with_name(name + ".json.tmp")
     tmp.write_text(json.dumps(man, indent=2) + "\n")
-    os.replace(tmp, FEWSTEP_DIR / f"{name}.json")
+    os.replace(tmp, MODELS / f"{name}.json")
     log(f"exported {path} ops {ops} max diffs {diffs}")
     return {"file": str(path.relative_to(REPO)), "ops": ops, "max_abs_diff": diffs, "sha256": man["sha256"]}
 
 
 @torch.no_grad()
 def write_fixture(onnx_path: Path, out_dir: Path, count: int = 64, seed: int = 0) -> dict:
-    """Parity fixture for the runtime's fixed-list DDIM: runs the *ONNX file* (onnxruntime, so the
-    Rust side compares against the same graph) through `sample_ddim` from given unit noise.
+    """Parity fixture for the runtime's run of a model's recommended sampler (its manifest's
+    `sampler` block): runs the *ONNX file* (onnxruntime, so the Rust side compares against the same
+    graph) through this file's sampler of that type from given unit noise.
 
     Writes noise.npy [count,2] (unit normal, float32: feed with --init-noise), init.npy (the
-    data_stats start built from it in float64, then float32), steps.npy [n+1,count,2] (x before
-    each step, then the output) and expected.json (timesteps, abar per timestep, tolerances)."""
+    data_stats start built from it in float64, then float32), out.npy (the samples) and
+    expected.json (sampler, timesteps, abar per timestep, tolerance)."""
     import onnxruntime as ort
 
     man = json.loads(onnx_path.with_suffix(".json").read_text())
-    ts = man["sampler"]["timesteps"]
+    kind, ts = man["sampler"]["type"], man["sampler"]["timesteps"]
+    run_sampler = {"ddim": sample_ddim, "dpmpp-2m": sample_dpmpp2m}[kind]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
     class OrtNet(nn.Module):
@@ -1047,22 +1050,15 @@ def write_fixture(onnx_path: Path, out_dir: Path, count: int = 64, seed: int = 0
     z = torch.randn(count, 2, generator=torch.Generator().manual_seed(seed))
     a0, _ = sch.alpha_sigma(ts[0])
     x = moment_start(man["dataset"], a0 * a0, z)
-    states = [x.clone()]
-    for i, t in enumerate(ts):  # sample_ddim, one step at a time to record the states
-        x0, eps = den(x, t)
-        if i == len(ts) - 1:
-            x = x0
-        else:
-            a, s = sch.alpha_sigma(ts[i + 1])
-            x = a * x0 + s * eps
-        states.append(x.clone())
+    out = run_sampler(den, x.clone(), ts)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "noise.npy", z.numpy())
-    np.save(out_dir / "init.npy", states[0].numpy())
-    np.save(out_dir / "steps.npy", torch.stack(states).numpy())
-    info = {"model": onnx_path.name, "sha256": man["sha256"], "timesteps": [int(t) for t in ts],
-            "abar": [float(sch.abar[int(t)]) for t in ts], "count": count, "seed": seed,
-            "algorithm": "fixed-list DDIM (eta 0), epsilon prediction, last step outputs x0_hat",
+    np.save(out_dir / "init.npy", x.numpy())
+    np.save(out_dir / "out.npy", out.numpy())
+    info = {"model": onnx_path.name, "sha256": man["sha256"], "sampler": kind, "timesteps": [int(t) for t in ts],
+            "abar": [float(sch.abar[int(t)]) for t in ts], "count": count, "seed": seed, "nfe": den.nfe,
+            "algorithm": f"models/train/fewstep.py sample_{'ddim' if kind == 'ddim' else 'dpmpp2m'}, epsilon prediction, "
+                         "the step after the last listed timestep outputs x0_hat",
             "tolerance_abs": 1e-4}
     (out_dir / "expected.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
@@ -1119,7 +1115,8 @@ def other_dataset(ds: str, seed: int, pd_steps: int = 2500) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["teacher-eval", "base", "pd", "pdt", "cd", "td", "teacher-plus", "eval", "report", "other"])
+    ap.add_argument("command", choices=["teacher-eval", "base", "pd", "pdt", "cd", "td", "teacher-plus", "eval", "report", "other",
+                                        "export", "fixture"])
     ap.add_argument("--datasets", nargs="+", default=["dino"], choices=datasets.NAMES)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps", type=int, default=10_000)
@@ -1146,6 +1143,11 @@ def main(argv=None) -> int:
     if args.command == "report":
         write_report_json()
         return 0
+    if args.command == "fixture":  # parity fixtures of the shipped few-step models (tests/parity.rs)
+        for name in ["dino-dualscale-fewstep"]:
+            log(str(write_fixture(MODELS / f"{name}.onnx", FIXTURES / name)))
+        write_fixture(FEWSTEP_DIR / "dino-dualscale-pd8.onnx", FIXTURES / "dino-dualscale-pd8")
+        return 0
     for ds in args.datasets:
         for seed in args.seeds:
             if args.command == "teacher-eval":
@@ -1159,6 +1161,8 @@ def main(argv=None) -> int:
                 other_dataset(ds, seed, args.pd_steps)
             elif args.command == "eval":
                 eval_all(ds, seed)
+            elif args.command == "export":
+                log(str(export_teacher_plus(ds, seed)))
             elif args.command == "teacher-plus":
                 stage_teacher_plus(ds, seed, args.steps, args.tag, args.pd_lr, args.batch)
             elif args.command == "td":

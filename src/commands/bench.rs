@@ -149,11 +149,13 @@ fn summary(cfg: &BenchConfig, stop: &AtomicBool) -> anyhow::Result<()> {
         let wide = median_eval(den, wide_batch, t, iters, stop)?;
         let per_second = wide_batch as f64 / wide;
         let batches = count.div_ceil(batch);
+        // A model's recommended steps are the most a budget buys it (as `generate` does).
+        let most = generator.model().config().manifest.as_ref().and_then(|m| m.sampler.as_ref()).and_then(|r| r.steps()).unwrap_or(t_max);
         let budgets: Vec<(f64, usize)> = BUDGETS_S
             .iter()
             .map(|&b| {
                 let evals = ((b - load_s - plan_ms / 1e3) * 0.9 / (one * batches as f64)).max(0.0).floor() as usize;
-                (b, evals.min(t_max))
+                (b, evals.min(most))
             })
             .collect();
         if cfg.json {

@@ -22,6 +22,7 @@ pub fn run(cfg: &InfoConfig) -> anyhow::Result<()> {
             .map(|i| json!({"name": i.name, "dtype": format!("{:?}", i.dtype).to_lowercase(), "shape": i.shape_string()}))
             .collect::<Vec<_>>()
     };
+    let recommended = config.manifest.as_ref().and_then(|m| m.sampler.as_ref());
     let abar_end = crate::schedule::NoiseSchedule::new(s).ok().and_then(|n| n.alphas_cumprod().last().copied());
     if json {
         let schedule = ScheduleRecipe { abar_end, ..ScheduleRecipe::new(s) };
@@ -36,6 +37,7 @@ pub fn run(cfg: &InfoConfig) -> anyhow::Result<()> {
             "model": ModelRecipe::new(info),
             "schedule": schedule,
             "data_stats": config.data_stats().map(|d| json!({"mean": d.mean, "cov": d.cov, "var": d.var})),
+            "sampler": recommended.map(|r| json!({"type": r.kind.name(), "timesteps": r.timesteps, "steps": r.steps()})),
         }))?);
     }
     out.line(format_args!("model       {}", info.name))?;
@@ -74,6 +76,14 @@ pub fn run(cfg: &InfoConfig) -> anyhow::Result<()> {
         s.steps_offset,
         abar_end.map(|a| format!(", abar at T = {a:.4}")).unwrap_or_default()
     ))?;
+    if let Some(r) = recommended {
+        let list = r.timesteps.as_ref().map(|l| format!(", timesteps {l:?}")).unwrap_or_default();
+        out.line(format_args!(
+            "sampler     {} with {} steps{list} (the default; --sampler/--steps/--timesteps change it)",
+            r.kind,
+            r.steps().unwrap_or(0)
+        ))?;
+    }
     if let Some(d) = config.data_stats() {
         out.line(format_args!("data stats  mean {:?} cov {:?} var {:?}", d.mean, d.cov, d.var))?;
     }

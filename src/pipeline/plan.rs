@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::request::*;
 use super::{Generator, PipelineError};
-use crate::manifest::DataStats;
+use crate::manifest::{DataStats, RecommendedSampler};
 use crate::model::{ModelInfo, ModelKind};
 use crate::sampler::{self, Denoiser, SamplerKind, SamplerOptions, StartDistribution, MAX_FULL_COV_DIM};
 use crate::schedule::{NoiseSchedule, ScheduleConfig};
@@ -78,30 +78,59 @@ impl Generator {
         if let Some(noise) = &req.init_noise {
             check_init_noise(noise, count, len, &info)?;
         }
-        let mut opts = SamplerOptions::new(req.sampler.unwrap_or(SamplerKind::UniPc), 0);
+        // The model's recommended sampler applies unless another one is asked for; its steps
+        // also give way to an asked-for spacing.
+        let manifest = self.denoiser.model().config().manifest.as_ref();
+        let own = manifest.and_then(|m| m.sampler.clone()).filter(|r| req.sampler.is_none_or(|k| k == r.kind));
+        let kind = req.sampler.or(own.as_ref().map(|r| r.kind)).unwrap_or(SamplerKind::UniPc);
+        let recommended = own.filter(|_| req.spacing.is_none());
+        let mut opts = SamplerOptions::new(kind, 0);
         opts.eta = req.eta.unwrap_or(0.0);
         opts.rtol = req.rtol;
         opts.atol = req.atol;
         opts.spacing = req.spacing;
-        if req.eta.is_some_and(|e| e != 0.0) && req.sampler.is_some_and(|k| k != SamplerKind::Ddim) {
-            log::warn!("--eta applies to ddim only; {} ignores it", opts.kind);
+        if req.eta.is_some_and(|e| e != 0.0) && kind != SamplerKind::Ddim {
+            log::warn!("--eta applies to ddim only; {kind} ignores it");
         }
         let t_max = schedule.num_train_timesteps;
         let mut budget = None;
-        match req.steps {
-            StepChoice::Default => {
-                opts.steps = if opts.kind == SamplerKind::Ddpm { t_max } else { DEFAULT_STEPS.min(t_max) };
+        match (req.steps, &req.timesteps) {
+            (StepChoice::Default, Some(list)) => {
+                sampler::check_timestep_list(list, t_max).map_err(|e| PipelineError::Request(format!("--timesteps: {e}")))?;
+                opts = opts.with_timesteps(list.clone());
             }
-            StepChoice::Exactly(n) => {
+            (_, Some(_)) => return Err(PipelineError::Request("--timesteps replaces --steps and --time-budget; give one of them".into())),
+            (StepChoice::Default, None) => match &recommended {
+                Some(rec) => apply_recommended(&mut opts, rec),
+                None => opts.steps = if kind == SamplerKind::Ddpm { t_max } else { DEFAULT_STEPS.min(t_max) },
+            },
+            (StepChoice::Exactly(n), None) => {
                 if n.get() > t_max {
                     return Err(PipelineError::Request(format!(
                         "--steps {n} is more than the model's {t_max} training timesteps; use 1..={t_max}"
                     )));
                 }
                 opts.steps = n.get();
+                // Asking for the recommended count gets the recommended list.
+                if let Some(rec) = recommended.as_ref().filter(|r| r.steps() == Some(n.get())) {
+                    apply_recommended(&mut opts, rec);
+                }
             }
-            StepChoice::TimeBudget { budget: total, since } => {
-                let decision = self.fit_budget(&mut opts, req.sampler.is_some(), total, since, &schedule, batch, count.div_ceil(batch))?;
+            (StepChoice::TimeBudget { budget: total, since }, None) => {
+                let given = req.sampler.is_some() || recommended.is_some();
+                let decision = self.fit_budget(&mut opts, given, total, since, &schedule, batch, count.div_ceil(batch))?;
+                // A model's recommended steps are what it is made for: the budget buys up to them.
+                if let Some(rec) = &recommended {
+                    let wanted = rec.steps().unwrap_or(opts.steps);
+                    if opts.steps >= wanted {
+                        apply_recommended(&mut opts, rec);
+                    } else {
+                        log::warn!(
+                            "the time budget buys {} steps, fewer than the {wanted} this model is made for; expect lower quality",
+                            opts.steps
+                        );
+                    }
+                }
                 budget = Some(decision);
             }
         }
@@ -188,6 +217,15 @@ impl Generator {
         }
         times.sort();
         Ok(times[1])
+    }
+}
+
+/// The model's recommended timesteps (or step count) in `opts`.
+fn apply_recommended(opts: &mut SamplerOptions, rec: &RecommendedSampler) {
+    match (&rec.timesteps, rec.steps) {
+        (Some(list), _) => *opts = opts.clone().with_timesteps(list.clone()),
+        (None, Some(n)) => opts.steps = n,
+        (None, None) => {}
     }
 }
 

@@ -73,7 +73,8 @@ pub struct InitNoise {
 /// A generation request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// `None`: UniPC, or what a time budget picks.
+    /// `None`: the model's recommended sampler (manifest `sampler`), else UniPC, or what a time
+    /// budget picks.
     pub sampler: Option<SamplerKind>,
     pub steps: StepChoice,
     /// DDIM's eta; `None` is 0 (deterministic). Given with another sampler, it is ignored with a
@@ -84,6 +85,8 @@ pub struct Request {
     pub atol: f64,
     /// Timestep spacing; `None` takes the model's.
     pub spacing: Option<TimestepSpacing>,
+    /// Explicit timesteps, high to low, in place of a step count (`steps` must be `Default`).
+    pub timesteps: Option<Vec<usize>>,
     pub seed: u64,
     /// Points per cloud (point models) or images (image models); `None`: 10,000 points or 1 image.
     pub count: Option<NonZeroUsize>,
@@ -104,6 +107,7 @@ impl Default for Request {
             rtol: 0.05,
             atol: 0.0078,
             spacing: None,
+            timesteps: None,
             seed: 0,
             count: None,
             batch: None,

@@ -221,14 +221,52 @@ pub struct SamplerOptions {
     pub spacing: Option<TimestepSpacing>,
     /// DDIM only: where each step goes (default [`DdimPrev::Lookup`]).
     pub ddim_prev: DdimPrev,
+    /// An explicit list of timesteps, high to low, in place of `steps` and `spacing` (a model's
+    /// recommended list, or `--timesteps`); `steps` must equal its length. Not for `adaptive`.
+    pub timesteps: Option<Vec<usize>>,
 }
 
 impl SamplerOptions {
     /// Defaults: eta 0, rtol 0.05, atol 0.0078, h_init 0.05 (Lu et al. 2022a), spacing from the
     /// config, DDIM stepping to the next listed timestep.
     pub fn new(kind: SamplerKind, steps: usize) -> Self {
-        SamplerOptions { kind, steps, eta: 0.0, rtol: 0.05, atol: 0.0078, h_init: 0.05, spacing: None, ddim_prev: DdimPrev::Lookup }
+        SamplerOptions {
+            kind,
+            steps,
+            eta: 0.0,
+            rtol: 0.05,
+            atol: 0.0078,
+            h_init: 0.05,
+            spacing: None,
+            ddim_prev: DdimPrev::Lookup,
+            timesteps: None,
+        }
     }
+
+    /// Runs over `list` (high to low) instead of a spaced step count.
+    pub fn with_timesteps(mut self, list: Vec<usize>) -> Self {
+        self.steps = list.len();
+        self.timesteps = Some(list);
+        self
+    }
+}
+
+/// Checks an explicit timestep list against a schedule of `t_count` training timesteps: not
+/// empty, strictly decreasing, every entry below `t_count`. The message says what to fix.
+pub fn check_timestep_list(list: &[usize], t_count: usize) -> Result<(), String> {
+    if list.is_empty() {
+        return Err("the timestep list is empty; give at least one timestep, e.g. 999,499".into());
+    }
+    if let Some(&t) = list.iter().find(|&&t| t >= t_count) {
+        return Err(format!("timestep {t} is not below the model's {t_count} training timesteps; use values in 0..={}", t_count - 1));
+    }
+    if let Some(w) = list.windows(2).find(|w| w[1] >= w[0]) {
+        return Err(format!(
+            "timesteps must strictly decrease, but {} is followed by {}; list them high to low without repeats",
+            w[0], w[1]
+        ));
+    }
+    Ok(())
 }
 
 /// Source of fresh Gaussian noise for stochastic samplers: `fill(step_index, out)` writes N(0,1)
@@ -376,9 +414,24 @@ impl Plan {
         let t_count = cfg.num_train_timesteps;
         let spacing = opts.spacing.unwrap_or(cfg.timestep_spacing);
         let (n, offset) = (opts.steps, cfg.steps_offset);
-        let integer = || schedule::timesteps(spacing, n, t_count, offset).map_err(config_error);
-        let fractional = || schedule::timesteps_fractional(spacing, n, t_count, offset).map_err(config_error);
-        let multistep = || schedule::timesteps_multistep(spacing, n, t_count, offset).map_err(config_error);
+        if let Some(list) = &opts.timesteps {
+            check_timestep_list(list, t_count).map_err(SampleError::Config)?;
+            if list.len() != n {
+                return Err(SampleError::Config(format!("steps = {n} but the timestep list has {} entries", list.len())));
+            }
+            if opts.kind == SamplerKind::Adaptive {
+                return Err(SampleError::Config(
+                    "the adaptive sampler picks its own timesteps; an explicit list applies to the fixed-step samplers".into(),
+                ));
+            }
+        }
+        let explicit = || opts.timesteps.clone();
+        let integer = || explicit().map_or_else(|| schedule::timesteps(spacing, n, t_count, offset).map_err(config_error), Ok);
+        let fractional = || match explicit() {
+            Some(list) => Ok(list.into_iter().map(|t| t as f64).collect()),
+            None => schedule::timesteps_fractional(spacing, n, t_count, offset).map_err(config_error),
+        };
+        let multistep = || explicit().map_or_else(|| schedule::timesteps_multistep(spacing, n, t_count, offset).map_err(config_error), Ok);
         Ok(match opts.kind {
             SamplerKind::Ddpm => Plan::Ddpm(integer()?),
             SamplerKind::Ddim => {
