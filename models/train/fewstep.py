@@ -281,13 +281,16 @@ def moment_start(ds: str, abar: float, z: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- teacher (shipped ONNX -> nets)
 
-def load_shipped(ds: str, arch: str = "dualscale") -> nn.Module:
-    """The shipped model's weights (ONNX initializers) loaded into nets.build(arch), checked
-    against onnxruntime (max abs diff <= 1e-5 on 10,000 random points)."""
+def load_shipped(ds: str, arch: str = "dualscale", path: Path | None = None) -> nn.Module:
+    """The shipped model's weights (ONNX initializers of `path`, default models/{ds}-{arch}.onnx)
+    loaded into nets.build(arch), checked against the file by onnx_export.verify (onnxruntime and
+    tract, max abs diff <= 1e-5 at every timestep)."""
     import onnx
     from onnx import numpy_helper
 
-    path = MODELS / f"{ds}-{arch}.onnx"
+    import onnx_export
+
+    path = path or MODELS / f"{ds}-{arch}.onnx"
     proto = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     model = nets.build(arch)
@@ -296,6 +299,10 @@ def load_shipped(ds: str, arch: str = "dualscale") -> nn.Module:
     for k, v in sd.items():
         if k in inits and tuple(inits[k].shape) == tuple(v.shape):
             new[k] = torch.from_numpy(inits[k].copy())
+    for k in [k for k in sd if k.endswith("network.0.weight") and k not in new]:
+        branch = k[: -len(".network.0.weight")]  # onnx_export.SharedTimestep's split first layer
+        if f"{branch}.w_x_T" in inits and f"{branch}.w_t_T" in inits:
+            new[k] = torch.from_numpy(np.concatenate([inits[f"{branch}.w_x_T"].T, inits[f"{branch}.w_t_T"].T], axis=1).copy())
     missing = [k for k in sd if k not in new]
     if missing:
         # MatMul-exported Linear weights are stored transposed under generated names: match by
@@ -303,27 +310,26 @@ def load_shipped(ds: str, arch: str = "dualscale") -> nn.Module:
         raise RuntimeError(f"{path}: no initializer for {missing[:5]} ... ({len(missing)} missing)")
     model.load_state_dict(new)
     model.eval()
-    _check_onnx(model, path, 2 if arch == "dualscale" else 1)
+    if proto.graph.input[1].type.tensor_type.shape.dim[0].dim_param:
+        _check_per_sample_t(model, path)  # an export from before one timestep per call
+    else:
+        onnx_export.verify(model, arch, path)
     return model
 
 
 @torch.no_grad()
-def _check_onnx(model: nn.Module, path: Path, n_out: int, t_values=None, tol: float = 1e-5) -> dict:
+def _check_per_sample_t(model: nn.Module, path: Path, tol: float = 1e-5) -> None:
+    """PyTorch vs onnxruntime on a file whose `t` is [N] (one timestep per sample)."""
     import onnxruntime as ort
 
-    g = torch.Generator().manual_seed(0)
-    t = torch.tensor(t_values if t_values is not None else np.arange(100), dtype=torch.float32).repeat_interleave(100)
-    x = torch.randn(len(t), 2, generator=g) * 2.5
+    t = torch.arange(100, dtype=torch.float32).repeat_interleave(100)
+    x = torch.randn(len(t), 2, generator=torch.Generator().manual_seed(0)) * 2.5
     ref = model(x, t)
     ref = ref if isinstance(ref, tuple) else (ref,)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"x": x.numpy(), "t": t.numpy()})
-    diffs = {o.name: float(np.max(np.abs(gv - r.numpy()))) for o, gv, r in zip(sess.get_outputs(), got, ref)}
-    if len(got) != n_out or max(diffs.values()) > tol:
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy(), "t": t.numpy()})
+    diffs = [float(np.max(np.abs(g - r.numpy()))) for g, r in zip(got, ref)]
+    if len(got) != len(ref) or max(diffs) > tol:
         raise RuntimeError(f"{path}: PyTorch vs onnxruntime {diffs}")
-    return diffs
 
 
 # ---------------------------------------------------------------- training (resumable)
@@ -1002,6 +1008,7 @@ def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
     shipped = json.loads((MODELS / f"{ds}-dualscale.json").read_text())
     cfg = json.loads((run / "train.json").read_text())["config"]
     man = dict(shipped)
+    man["inputs"][1]["shape"], man["outputs"][1]["shape"] = [1], [1, 2]  # onnx_export's form
     man.update({
         "name": name, "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -1040,9 +1047,11 @@ def write_fixture(onnx_path: Path, out_dir: Path, count: int = 64, seed: int = 0
     run_sampler = {"ddim": sample_ddim, "dpmpp-2m": sample_dpmpp2m}[kind]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
+    shared_t = sess.get_inputs()[1].shape[0] == 1  # one timestep per call (onnx_export's form)
+
     class OrtNet(nn.Module):
         def forward(self, x, t):
-            e, w = sess.run(None, {"x": x.numpy(), "t": t.numpy()})
+            e, w = sess.run(None, {"x": x.numpy(), "t": (t[:1] if shared_t else t).numpy()})
             return torch.from_numpy(e), torch.from_numpy(w)
 
     sch = TeacherDiscrete()
