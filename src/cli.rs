@@ -154,7 +154,7 @@ pub struct GenerateArgs {
     /// Replace existing files (the whole set of a run is replaced, or none of it).
     #[arg(long)]
     pub overwrite: bool,
-    /// Threads: a batch is split into this many chunks run in parallel.
+    /// Threads: a batch is split into this many chunks run in parallel (image models: one image per thread, and the default batch is one image per thread).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Start from this noise (.npy, standard normal, shape [count, ...]) instead of the seed's.

@@ -1114,3 +1114,23 @@ fn a_bad_recommended_sampler_in_a_manifest_is_named() {
     assert_fails(&generate_with_model(&model, &out), 1, "key `sampler` has an invalid value");
     assert!(!out.exists());
 }
+
+#[test]
+fn images_on_two_threads_are_the_images_of_one() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |threads: &str| {
+        let dir = out.path().join(threads);
+        let o = dualscale(&["generate", "--count", "3", "--steps", "3", "--threads", threads, "--out", dir.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let sidecar: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("landscape-dualscale-fp16-s0-0.json")).unwrap()).unwrap();
+        let images: Vec<Vec<u8>> =
+            (0..3).map(|i| image::open(dir.join(format!("landscape-dualscale-fp16-s0-{i}.png"))).unwrap().to_rgb8().into_raw()).collect();
+        (sidecar["batch"].as_u64().unwrap(), images)
+    };
+    let (batch1, one) = run("1");
+    let (batch2, two) = run("2");
+    // One image per thread by default, each on its own batch-1 plan.
+    assert_eq!((batch1, batch2), (1, 2));
+    assert!(one == two, "the images depend on the thread count");
+}

@@ -84,16 +84,23 @@ impl TractDenoiser {
 
     /// Builds the plans a batch of `n` will use, so that timing a run excludes plan building.
     pub fn prepare(&mut self, n: usize) -> Result<(), ModelError> {
-        for size in chunk_sizes(n, self.threads) {
+        for size in chunk_sizes(n, self.threads, self.sample_len()) {
             self.plan_for(size)?;
         }
         Ok(())
     }
 }
 
-/// Sizes of the chunks a batch of `n` is split into for `threads` threads (at least 64 per chunk).
-fn chunk_sizes(n: usize, threads: usize) -> Vec<usize> {
-    let chunks = threads.min(n.div_ceil(64)).max(1);
+/// Values below which a chunk is not worth a thread of its own: 64 points, or one image.
+const MIN_CHUNK_VALUES: usize = 128;
+
+/// Sizes of the chunks a batch of `n` samples of `len` values is split into for `threads`
+/// threads: at least [`MIN_CHUNK_VALUES`] values each, so points go in chunks of 64 or more and
+/// images one or more per thread (independent samples on separate threads, each with its own
+/// plan state, rather than a larger batch: a conv model's cost per image grows with the batch).
+fn chunk_sizes(n: usize, threads: usize, len: usize) -> Vec<usize> {
+    let per_chunk = MIN_CHUNK_VALUES.div_ceil(len.max(1));
+    let chunks = threads.min(n.div_ceil(per_chunk)).max(1);
     let base = n / chunks;
     let extra = n % chunks;
     (0..chunks).map(|i| base + usize::from(i < extra)).filter(|&s| s > 0).collect()
@@ -110,7 +117,7 @@ impl Denoiser for TractDenoiser {
             return Err(DenoiseError(format!("batch of {} values is not a multiple of {len}", x.len())));
         }
         let n = x.len() / len;
-        let sizes = chunk_sizes(n, self.threads);
+        let sizes = chunk_sizes(n, self.threads, len);
         let plans = sizes.iter().map(|&s| self.plan_for(s)).collect::<Result<Vec<_>, _>>().map_err(|e| DenoiseError(e.to_string()))?;
         if sizes.len() == 1 {
             return self.model.run(&plans[0], n, x, t, out).map_err(|e| DenoiseError(format!("{e:#}")));
@@ -147,9 +154,13 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_batch() {
-        assert_eq!(chunk_sizes(10_000, 2), vec![5000, 5000]);
-        assert_eq!(chunk_sizes(10, 4), vec![10]);
-        assert_eq!(chunk_sizes(201, 3), vec![67, 67, 67]);
-        assert_eq!(chunk_sizes(130, 4).iter().sum::<usize>(), 130);
+        assert_eq!(chunk_sizes(10_000, 2, 2), vec![5000, 5000]);
+        assert_eq!(chunk_sizes(10, 4, 2), vec![10]);
+        assert_eq!(chunk_sizes(201, 3, 2), vec![67, 67, 67]);
+        assert_eq!(chunk_sizes(130, 4, 2).iter().sum::<usize>(), 130);
+        // Images: one per thread.
+        assert_eq!(chunk_sizes(2, 2, 3 * 32 * 32), vec![1, 1]);
+        assert_eq!(chunk_sizes(5, 4, 3 * 32 * 32), vec![2, 1, 1, 1]);
+        assert_eq!(chunk_sizes(1, 4, 3 * 32 * 32), vec![1]);
     }
 }

@@ -238,8 +238,9 @@ fn sizes(req: &Request, info: &ModelInfo) -> Result<(usize, usize), PipelineErro
             (count, req.batch.map_or(DEFAULT_POINT_BATCH, |b| b.get()).min(count))
         }
         ModelKind::Image { .. } => {
+            // One image per thread: the threads share a model call's batch.
             let count = req.count.map_or(1, |c| c.get());
-            (count, req.batch.map_or(1, |b| b.get()).min(count))
+            (count, req.batch.map_or(req.threads.get(), |b| b.get()).min(count))
         }
     };
     let what = if matches!(info.kind, ModelKind::Image { .. }) { "images" } else { "points" };

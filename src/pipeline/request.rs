@@ -90,7 +90,7 @@ pub struct Request {
     pub seed: u64,
     /// Points per cloud (point models) or images (image models); `None`: 10,000 points or 1 image.
     pub count: Option<NonZeroUsize>,
-    /// Samples per model call; `None`: [`DEFAULT_POINT_BATCH`] points or 1 image.
+    /// Samples per model call; `None`: [`DEFAULT_POINT_BATCH`] points, or one image per thread.
     pub batch: Option<NonZeroUsize>,
     /// A batch is split into this many chunks run on parallel threads.
     pub threads: NonZeroUsize,
