@@ -1076,16 +1076,17 @@ fn a_few_step_model_runs_its_recommended_sampler_unless_told_otherwise() {
     let list = vec![99.0, 59.0, 31.0, 15.0, 7.0, 3.0, 1.0, 0.0];
     let run = |flags: &[&str]| fewstep_run(flags).unwrap_or_else(|o| panic!("{flags:?}: {}", stderr(&o)));
     // By default, with its own step count, and within a time budget that buys it.
-    assert_eq!(run(&[]), ("dpmpp-2m".into(), list.clone()));
-    assert_eq!(run(&["--steps", "8"]), ("dpmpp-2m".into(), list.clone()));
-    assert_eq!(run(&["--sampler", "dpmpp-2m"]), ("dpmpp-2m".into(), list.clone()));
-    assert_eq!(run(&["--time-budget", "1h"]), ("dpmpp-2m".into(), list.clone()));
-    // Another step count, sampler or spacing lays the steps out by the schedule's spacing.
-    assert_eq!(run(&["--steps", "4"]), ("dpmpp-2m".into(), vec![99.0, 74.0, 49.0, 24.0]));
+    assert_eq!(run(&[]), ("dpmpp-3m".into(), list.clone()));
+    assert_eq!(run(&["--steps", "8"]), ("dpmpp-3m".into(), list.clone()));
+    assert_eq!(run(&["--sampler", "dpmpp-3m"]), ("dpmpp-3m".into(), list.clone()));
+    assert_eq!(run(&["--time-budget", "1h"]), ("dpmpp-3m".into(), list.clone()));
+    // Another step count or spacing lays its steps out by the schedule's spacing; another
+    // sampler sets the recommendation aside.
+    assert_eq!(run(&["--steps", "4"]), ("dpmpp-3m".into(), vec![99.0, 74.0, 49.0, 24.0]));
+    let (kind, ts) = run(&["--spacing", "leading"]);
+    assert_eq!((kind.as_str(), ts.len()), ("dpmpp-3m", 20));
     let (kind, ts) = run(&["--sampler", "ddim"]);
     assert_eq!((kind.as_str(), ts.len()), ("ddim", 20));
-    let (kind, ts) = run(&["--spacing", "leading"]);
-    assert_eq!((kind.as_str(), ts.len()), ("dpmpp-2m", 20));
     // An explicit list, with any fixed-step sampler.
     assert_eq!(run(&["--timesteps", "99,40,5", "--sampler", "ddim"]), ("ddim".into(), vec![99.0, 40.0, 5.0]));
     assert_eq!(run(&["--timesteps", "99,40,5", "--sampler", "heun"]), ("heun".into(), vec![99.0, 40.0, 5.0]));

@@ -184,6 +184,44 @@ def sample_dpmpp2m(den: Denoiser, x: torch.Tensor, ts: list[float]) -> torch.Ten
     return x
 
 
+def sample_dpmpp3m(den: Denoiser, x: torch.Tensor, ts: list[float]) -> torch.Tensor:
+    """DPM-Solver++(3M) (data prediction) as the runtime runs it (src/sampler/dpm_solver.rs, after
+    diffusers' DPMSolverMultistepScheduler): order 1 at the first step and at the last (to clean
+    data), at most the number of x0 predictions so far, and order 2 at the second-to-last step
+    when there are fewer than 15 steps. Needs alpha(ts[0]) > 0."""
+    sch = den.schedule
+    levels = [sch.alpha_sigma(t) for t in ts] + [(1.0, 0.0)]
+
+    def lam(k: int) -> float:
+        a, s = levels[k]
+        return math.inf if s == 0.0 else math.log(a) - math.log(s)
+
+    ms: list[torch.Tensor] = []  # x0 predictions, newest first
+    n = len(ts)
+    for i, t in enumerate(ts):
+        x0, _ = den(x, t)
+        ms = [x0] + ms[:2]
+        if i == n - 1:
+            return x0
+        order = 2 if (i == n - 2 and n < 15) else 3
+        order = min(order, len(ms))
+        (a_s, s_s), (a_t, s_t) = levels[i], levels[i + 1]
+        h = lam(i + 1) - lam(i)
+        phi = math.expm1(-h)
+        x_next = (s_t / s_s) * x - a_t * phi * ms[0]
+        if order == 2:
+            r0 = (lam(i) - lam(i - 1)) / h
+            x_next = x_next - 0.5 * a_t * phi * (ms[0] - ms[1]) / r0
+        elif order == 3:
+            r0, r1 = (lam(i) - lam(i - 1)) / h, (lam(i - 1) - lam(i - 2)) / h
+            d1_0, d1_1 = (ms[0] - ms[1]) / r0, (ms[1] - ms[2]) / r1
+            d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            x_next = x_next + a_t * (phi / h + 1.0) * d1 - a_t * ((phi + h) / (h * h) - 0.5) * d2
+        x = x_next
+    return x
+
+
 def sample_ancestral(den: Denoiser, x: torch.Tensor, ts: list[float], gen: torch.Generator,
                      eta: float = 1.0) -> torch.Tensor:
     """DDIM(eta) over ts (eta=1: DDPM posterior with beta-tilde variance), no noise into clean."""
@@ -991,38 +1029,65 @@ def eval_all(ds: str, seed: int) -> list[dict]:
     return rows
 
 
+# The sampler each shipped few-step model runs by default (its manifest's `sampler` block): the
+# best of models/fewstep_lists.py's search at 8 NFE with the Rust runtime (seed 0, then the best
+# three on seeds 1 and 2; command and results in models/report/sections/20-fewstep.md). A dataset
+# without an entry gets DPM-Solver++(2M) on the log-SNR-uniform list.
+FEWSTEP_SAMPLERS = {
+    "dino": ("dpmpp-3m", [99, 59, 31, 15, 7, 3, 1, 0]),
+    "moons": ("dpmpp-3m", [99, 82, 61, 42, 27, 16, 9, 5]),
+    "line": ("dpmpp-3m", [99, 83, 63, 44, 29, 18, 11, 6]),
+}
+SOLVER_NOTES = {
+    "dpmpp-2m": "DPM-Solver++(2M) (data prediction), first step first order",
+    "dpmpp-3m": "DPM-Solver++(3M) (data prediction), lower orders while fewer x0 predictions exist",
+    "unipc": "UniPC (bh2, order 2)",
+    "ddim": "DDIM (eta 0)",
+}
+
+
 def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
     """Ship the fine-tuned teacher (`teacher-plus`) as models/{ds}-dualscale-fewstep.onnx with a
-    manifest whose `sampler` block (models/MANIFEST.md) is DPM-Solver++(2M) on the log-SNR-uniform
-    list of `nfe` steps: what `dualscale generate` runs for it by default."""
+    manifest whose `sampler` block (models/MANIFEST.md) is FEWSTEP_SAMPLERS[ds], or DPM-Solver++(2M)
+    on the log-SNR-uniform list of `nfe` steps: what `dualscale generate` runs for it by default."""
     import hashlib
 
     import onnx_export
 
     run = teacher_plus_dir(ds, seed)
-    model = load_run(run)
+    shipped = json.loads((MODELS / f"{ds}-dualscale.json").read_text())
+    export_cmd = f"python models/train/fewstep.py export --datasets {ds} --seeds {seed}"
+    if (run / "train.json").exists():
+        model = load_run(run)
+        cfg = json.loads((run / "train.json").read_text())["config"]
+        training = {"seed": seed, "method": "fine-tune of the shipped model with the recipe's loss",
+                    "init": shipped["file"], "init_sha256": shipped["sha256"], "steps": cfg["steps"],
+                    "batch_size": cfg["batch_size"], "lr": cfg["lr"], "lr_schedule": "cosine",
+                    "ema_decay": cfg["ema_decay"], "ema_every": cfg["ema_every"], "grad_clip": cfg["grad_clip"],
+                    "command": f"python models/train/fewstep.py teacher-plus --datasets {ds} --seeds {seed} "
+                               f"--steps {cfg['steps']} --batch {cfg['batch_size']} && {export_cmd}"}
+    else:  # no fine-tuning run: the shipped weights with a tuned sampler
+        model = load_shipped(ds)
+        training = {"seed": seed, "method": "none: the shipped model's weights, with the sampler below",
+                    "init": shipped["file"], "init_sha256": shipped["sha256"], "command": export_cmd}
     name = f"{ds}-dualscale-fewstep"
     path = MODELS / f"{name}.onnx"
     ops = onnx_export.export(model, "dualscale", path)
     diffs = onnx_export.verify(model, "dualscale", path)
-    shipped = json.loads((MODELS / f"{ds}-dualscale.json").read_text())
-    cfg = json.loads((run / "train.json").read_text())["config"]
     man = dict(shipped)
     man["inputs"][1]["shape"], man["outputs"][1]["shape"] = [1], [1, 2]  # onnx_export's form
+    if ds in FEWSTEP_SAMPLERS:
+        (kind, ts), how = FEWSTEP_SAMPLERS[ds], "found by models/fewstep_lists.py"
+    else:
+        kind, ts, how = "dpmpp-2m", [int(t) for t in teacher_list(nfe, "logsnr")], "uniform in log-SNR"
     man.update({
         "name": name, "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "training": {"seed": seed, "method": "fine-tune of the shipped model with the recipe's loss",
-                     "init": shipped["file"], "init_sha256": shipped["sha256"], "steps": cfg["steps"],
-                     "batch_size": cfg["batch_size"], "lr": cfg["lr"], "lr_schedule": "cosine",
-                     "ema_decay": cfg["ema_decay"], "ema_every": cfg["ema_every"], "grad_clip": cfg["grad_clip"],
-                     "command": f"python models/train/fewstep.py teacher-plus --datasets {ds} --seeds {seed} "
-                                f"--steps {cfg['steps']} --batch {cfg['batch_size']} && "
-                                f"python models/train/fewstep.py export --datasets {ds} --seeds {seed}"},
-        "sampler": {"type": "dpmpp-2m", "timesteps": [int(t) for t in teacher_list(nfe, "logsnr")],
-                    "note": "DPM-Solver++(2M) (data prediction), first step first order, over the listed timesteps "
-                            "(uniform in log-SNR); the step after the last listed timestep lands on clean data "
-                            "(x0_hat). Start: the data-moment Gaussian at the first timestep (--init auto)."},
+        "training": training,
+        "sampler": {"type": kind, "timesteps": ts,
+                    "note": f"{SOLVER_NOTES[kind]}, over the listed timesteps ({how}); the step after the last "
+                            "listed timestep lands on clean data (x0_hat). Start: the data-moment Gaussian at the "
+                            "first timestep (--init auto)."},
     })
     tmp = path.with_name(name + ".json.tmp")
     tmp.write_text(json.dumps(man, indent=2) + "\n")
@@ -1044,7 +1109,7 @@ def write_fixture(onnx_path: Path, out_dir: Path, count: int = 64, seed: int = 0
 
     man = json.loads(onnx_path.with_suffix(".json").read_text())
     kind, ts = man["sampler"]["type"], man["sampler"]["timesteps"]
-    run_sampler = {"ddim": sample_ddim, "dpmpp-2m": sample_dpmpp2m}[kind]
+    run_sampler = {"ddim": sample_ddim, "dpmpp-2m": sample_dpmpp2m, "dpmpp-3m": sample_dpmpp3m}[kind]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
     shared_t = sess.get_inputs()[1].shape[0] == 1  # one timestep per call (onnx_export's form)
@@ -1066,7 +1131,7 @@ def write_fixture(onnx_path: Path, out_dir: Path, count: int = 64, seed: int = 0
     np.save(out_dir / "out.npy", out.numpy())
     info = {"model": onnx_path.name, "sha256": man["sha256"], "sampler": kind, "timesteps": [int(t) for t in ts],
             "abar": [float(sch.abar[int(t)]) for t in ts], "count": count, "seed": seed, "nfe": den.nfe,
-            "algorithm": f"models/train/fewstep.py sample_{'ddim' if kind == 'ddim' else 'dpmpp2m'}, epsilon prediction, "
+            "algorithm": f"models/train/fewstep.py {run_sampler.__name__}, epsilon prediction, "
                          "the step after the last listed timestep outputs x0_hat",
             "tolerance_abs": 1e-4}
     (out_dir / "expected.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -1153,8 +1218,8 @@ def main(argv=None) -> int:
         write_report_json()
         return 0
     if args.command == "fixture":  # parity fixtures of the shipped few-step models (tests/parity.rs)
-        for name in ["dino-dualscale-fewstep"]:
-            log(str(write_fixture(MODELS / f"{name}.onnx", FIXTURES / name)))
+        for path in sorted(MODELS.glob("*-dualscale-fewstep.onnx")):
+            log(str(write_fixture(path, FIXTURES / path.stem)))
         write_fixture(FEWSTEP_DIR / "dino-dualscale-pd8.onnx", FIXTURES / "dino-dualscale-pd8")
         return 0
     for ds in args.datasets:

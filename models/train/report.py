@@ -2,7 +2,9 @@
 
 Inputs: the list of run records (make_all.collect), the gate CSVs in models/report/ and, for
 the scatter plot, the seed-0 samples under models/train/runs/ (if absent, the existing PNG
-is kept). Everything in REPORT.md is generated: edit this file, not the Markdown.
+is kept). Everything in REPORT.md is generated: edit this file, not the Markdown. The sections
+after the 2D training report are the Markdown files in models/report/sections/ in name order,
+copied verbatim (each says which command wrote its tables).
 """
 from __future__ import annotations
 
@@ -295,4 +297,6 @@ def write(runs: list[dict], P, data_of, floor: dict[str, list[float]] | None = N
           "inputs, the same model family.",
           "- Inference times above are CPU, one thread, 10,000 points, not comparable with the published GPU times.",
           ""]
+    for section in sorted((P.report_dir / "sections").glob("*.md")):
+        L += [section.read_text().rstrip("\n"), ""]
     _atomic_write(P.report_md, "\n".join(L).encode())
