@@ -8,7 +8,8 @@
 #     fine-tuning adds);
 #   - the few-step model with DPM-Solver++(2M) on the log-SNR-uniform lists
 #     (models/train/fewstep.py teacher_list(n, "logsnr")) at 1, 2, 4 and 8 NFE;
-#   - the distilled draft models/fewstep/dino-dualscale-pd8 (DDIM on its list, its default).
+#   - for dino, the best 4-NFE list found and the distilled draft
+#     models/fewstep/dino-dualscale-pd8 (DDIM on its list, its default).
 # Every run starts from the data-moment Gaussian (`--init auto`). Writes a markdown table to stdout.
 # Usage: models/fewstep_eval.sh [BINARY] > table.md   (BINARY defaults to target/release/dualscale)
 set -euo pipefail
@@ -45,6 +46,8 @@ for ds in dino moons circle line; do
     row "$ds" "fewstep, dpmpp-2m log-SNR" "$n" "$fast" --sampler dpmpp-2m --timesteps "${lists[$n]}"
   done
   if [ "$ds" = dino ]; then
+    # The best 4-NFE list models/fewstep_lists.py found (--nfe 4), and the distilled draft.
+    row "$ds" "fewstep, unipc [99,30,11,4]" 4 "$fast" --sampler unipc --timesteps 99,30,11,4
     row "$ds" "pd8 draft, ddim on its list" 8 models/fewstep/dino-dualscale-pd8.onnx
   fi
 done

@@ -1036,6 +1036,7 @@ def eval_all(ds: str, seed: int) -> list[dict]:
 FEWSTEP_SAMPLERS = {
     "dino": ("dpmpp-3m", [99, 59, 31, 15, 7, 3, 1, 0]),
     "moons": ("dpmpp-3m", [99, 82, 61, 42, 27, 16, 9, 5]),
+    "circle": ("dpmpp-3m", [99, 67, 42, 25, 14, 8, 4, 2]),
     "line": ("dpmpp-3m", [99, 83, 63, 44, 29, 18, 11, 6]),
 }
 SOLVER_NOTES = {
