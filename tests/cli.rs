@@ -1137,3 +1137,26 @@ fn images_on_two_threads_are_the_images_of_one() {
     assert_eq!((batch1, batch2), (1, 2));
     assert!(one == two, "the images depend on the thread count");
 }
+
+/// The int8 dino model (models/train/int8.py) relies on tract's float-to-int8 `Cast` saturating
+/// (ONNX leaves out-of-range casts undefined): were it to wrap, its points would be far off the
+/// fp32 model's. It must verify, say it is int8, and stay within a small distance of fp32.
+#[test]
+fn int8_model_runs_in_tract_and_matches_fp32() {
+    let int8 = repo().join("models/dino-dualscale-int8.onnx");
+    let info = dualscale(&["info", int8.to_str().unwrap(), "--json"]);
+    assert_eq!(info.status.code(), Some(0), "{}", stderr(&info));
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!((info["precision"].as_str(), info["verified"].as_bool()), (Some("int8"), Some(true)), "{info}");
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    for (model, name) in [(int8.to_str().unwrap(), "int8"), (DINO, "fp32")] {
+        let run = dualscale(&["generate", "--model", model, "--count", "200", "--steps", "5", "--name", name, "--out", o]);
+        assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    }
+    let (_, a) = read_npy(&out.path().join("int8.npy"));
+    let (_, b) = read_npy(&out.path().join("fp32.npy"));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    // Measured on x86_64: 0.0098 (points span about +-4.5).
+    assert!(worst < 0.05, "int8 and fp32 models differ by {worst}");
+}

@@ -59,7 +59,11 @@ pub fn run(cfg: &InfoConfig) -> anyhow::Result<()> {
         out.line(format_args!("output      {} {} {:?}", o.name, o.shape_string(), o.dtype))?;
     }
     out.line(format_args!("parameters  {}", info.parameters))?;
-    out.line(format_args!("precision   {} (computed in {:?})", info.precision, model.compute_dtype()))?;
+    if info.precision == "int8" {
+        out.line(format_args!("precision   int8 (integer matrix products, the rest in {:?})", model.compute_dtype()))?;
+    } else {
+        out.line(format_args!("precision   {} (computed in {:?})", info.precision, model.compute_dtype()))?;
+    }
     out.line(format_args!("device      {}", model.device()))?;
     out.line(format_args!("gate        {}", if info.has_gate { "yes (global, local weights per step)" } else { "no" }))?;
     out.line(format_args!("sha256      {}", info.sha256))?;
