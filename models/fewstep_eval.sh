@@ -12,12 +12,7 @@
 #     models/fewstep/dino-dualscale-pd8 (DDIM on its list, its default).
 # Every run starts from the data-moment Gaussian (`--init auto`). Writes a markdown table to stdout.
 # Usage: models/fewstep_eval.sh [BINARY] > table.md   (BINARY defaults to target/release/dualscale)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=${1:-target/release/dualscale}
-[ -x "$bin" ] || cargo build --release --locked
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+source "$(dirname "$0")/eval_setup.sh"
 declare -A lists=([1]="99" [2]="99,0" [4]="99,24,4,0" [8]="99,59,31,15,7,3,1,0")
 
 row() { # dataset label NFE model-path [generate flags...] -> one table row over seeds 0-2

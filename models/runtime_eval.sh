@@ -7,12 +7,7 @@
 # Writes a markdown table to stdout. Usage: models/runtime_eval.sh [BINARY] > table.md
 # BINARY defaults to target/release/dualscale (built if missing).
 # INITS="data" or DDPM=0 in the environment skip the N(0, I) rows or the ddpm column (quicker).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=${1:-target/release/dualscale}
-[ -x "$bin" ] || cargo build --release --locked
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+source "$(dirname "$0")/eval_setup.sh"
 
 kl() { # dataset init sampler steps [extra flags...] -> "KL NFE"
   local ds=$1 init=$2 sampler=$3 steps=$4; shift 4
