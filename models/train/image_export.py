@@ -20,6 +20,8 @@ import torch
 import tract
 from torch import nn
 
+import atomic
+
 OPSET = 17
 ALLOWED_OPS = {"Conv", "InstanceNormalization", "Reshape", "Shape", "Sigmoid", "AveragePool", "Resize",
                "MatMul", "Gemm", "Add", "Mul", "Sin", "Cos", "Concat", "Softmax", "Unsqueeze", "Slice",
@@ -52,12 +54,7 @@ def export(model: nn.Module, arch: str, prediction_type: str, path: Path) -> dic
     if extra:
         raise RuntimeError(f"exported graph uses ops outside the tract-friendly set: {sorted(extra)}")
     data = proto.SerializeToString()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
     return dict(sorted(ops.items()))
 
 

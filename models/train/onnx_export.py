@@ -12,7 +12,6 @@ file does not match PyTorch.
 from __future__ import annotations
 
 import io
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import onnxruntime as ort
 import tract
 import torch
 from torch import nn
+
+import atomic
 
 OPSET = 17
 ALLOWED_OPS = {"MatMul", "Gemm", "Add", "Mul", "Relu", "Sin", "Cos", "Concat", "Softmax",
@@ -99,12 +100,7 @@ def export(model: nn.Module, arch: str, path: Path) -> dict:
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
         raise RuntimeError("weights were written as external data; the .onnx must be self-contained")
     data = proto.SerializeToString()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_bytes(path, data)
     return dict(sorted(ops.items()))
 
 

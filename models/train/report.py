@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+import atomic  # noqa: E402
+
 DATASETS = ("circle", "dino", "line", "moons")  # the paper's table order
 ARCHS = ("baseline", "dualscale")
 PUBLISHED = {  # paper.md table: KL bits; inference s on one GPU
@@ -33,14 +35,7 @@ START_LABEL = {"normal": "x_T ~ N(0, I) (as published)",
                "moment": "x_T ~ N(sqrt(abar_T) mean, abar_T cov + (1-abar_T) I) (moment-matched)"}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+_atomic_write = atomic.write_bytes
 
 
 def _save_fig(fig, path: Path) -> None:
