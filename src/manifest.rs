@@ -72,7 +72,7 @@ pub struct RecommendedSampler {
 }
 
 impl RecommendedSampler {
-    /// Model evaluations per sample of one run (steps; Heun takes two per step but the last).
+    /// The recommended step count: the list's length, or `steps`.
     pub fn steps(&self) -> Option<usize> {
         self.timesteps.as_ref().map(Vec::len).or(self.steps)
     }

@@ -97,7 +97,7 @@ impl Generator {
         match (req.steps, &req.timesteps) {
             (StepChoice::Default, Some(list)) => {
                 sampler::check_timestep_list(list, t_max).map_err(|e| PipelineError::Request(format!("--timesteps: {e}")))?;
-                opts = opts.with_timesteps(list.clone());
+                opts.set_timesteps(list.clone());
             }
             (_, Some(_)) => return Err(PipelineError::Request("--timesteps replaces --steps and --time-budget; give one of them".into())),
             (StepChoice::Default, None) => match &recommended {
@@ -223,7 +223,7 @@ impl Generator {
 /// The model's recommended timesteps (or step count) in `opts`.
 fn apply_recommended(opts: &mut SamplerOptions, rec: &RecommendedSampler) {
     match (&rec.timesteps, rec.steps) {
-        (Some(list), _) => *opts = opts.clone().with_timesteps(list.clone()),
+        (Some(list), _) => opts.set_timesteps(list.clone()),
         (None, Some(n)) => opts.steps = n,
         (None, None) => {}
     }

@@ -244,10 +244,9 @@ impl SamplerOptions {
     }
 
     /// Runs over `list` (high to low) instead of a spaced step count.
-    pub fn with_timesteps(mut self, list: Vec<usize>) -> Self {
+    pub fn set_timesteps(&mut self, list: Vec<usize>) {
         self.steps = list.len();
         self.timesteps = Some(list);
-        self
     }
 }
 
