@@ -111,13 +111,24 @@ def _lr_lambda(cfg: ImageTrainConfig):
     return f
 
 
+def denoising_loss(model: nn.Module, batch: torch.Tensor, g: torch.Generator, schedule: CosineSchedule) -> torch.Tensor:
+    """The recipe's loss: MSE between the output and the schedule's target at a uniform timestep."""
+    noise = torch.randn(batch.shape, generator=g)
+    t = torch.randint(0, schedule.num_timesteps, (batch.shape[0],), generator=g)
+    noisy = schedule.add_noise(batch, noise, t)
+    return F.mse_loss(image_nets.output_of(model, noisy, t.to(torch.float32)), schedule.target(batch, noise, t))
+
+
 def train(run_dir: Path, arch: str, seed: int, data: torch.Tensor, cfg: ImageTrainConfig,
-          schedule: CosineSchedule, log: Callable[[str], None] = print, stop_at: int | None = None) -> dict:
+          schedule: CosineSchedule, log: Callable[[str], None] = print, stop_at: int | None = None,
+          loss_fn: Callable = denoising_loss, init: tuple[str, dict] | None = None) -> dict:
     """Train (or resume, or skip if done) one image run; `data` float32 [n,3,32,32] in [-1,1].
 
     Files in run_dir: ckpt.pt (every cfg.ckpt_every steps, atomic; holds the EMA weights too, so a
     partial run can be exported as a preview), ema.pt and train.json once finished. `stop_at`
     (tests only) abandons the run just before that step without saving, as a kill would.
+    `loss_fn(model, batch, generator, schedule)` is the loss of one batch of rows of `data` (any
+    trailing shape); `init` = (name, state dict) starts from trained weights instead of the seed's.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     summary_path = run_dir / "train.json"
@@ -126,12 +137,16 @@ def train(run_dir: Path, arch: str, seed: int, data: torch.Tensor, cfg: ImageTra
 
     torch.manual_seed(seed)
     model = image_nets.build(arch)
+    if init is not None:
+        model.load_state_dict(init[1])
     ema = copy.deepcopy(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = LambdaLR(opt, _lr_lambda(cfg))
     step, wall, losses, resumed_from = 0, 0.0, [], []
     ckpt_path = run_dir / "ckpt.pt"
     meta = dict(config=asdict(cfg), arch=arch, seed=seed, schedule=asdict(schedule))
+    if init is not None:
+        meta["init"] = init[0]
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         if any(ck.get(k) != v for k, v in meta.items()):
@@ -159,11 +174,7 @@ def train(run_dir: Path, arch: str, seed: int, data: torch.Tensor, cfg: ImageTra
         if epoch != perm_epoch:
             perm, perm_epoch = torch.randperm(n, generator=diffusion._gen(seed, 1, epoch)), epoch
         batch = data[perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
-        g = diffusion._gen(seed, 0, step)
-        noise = torch.randn(batch.shape, generator=g)
-        t = torch.randint(0, schedule.num_timesteps, (batch.shape[0],), generator=g)
-        noisy = schedule.add_noise(batch, noise, t)
-        loss = F.mse_loss(image_nets.output_of(model, noisy, t.to(torch.float32)), schedule.target(batch, noise, t))
+        loss = loss_fn(model, batch, diffusion._gen(seed, 0, step), schedule)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()

@@ -160,11 +160,13 @@ class Model:
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.batch, self.nfe = batch, 0
 
+    def v(self, x32: np.ndarray, t: int) -> np.ndarray:
+        return self.sess.run(["v"], {"x": x32, "t": np.full(len(x32), t, np.float32)})[0]
+
     def x0_eps(self, x: np.ndarray, t: int, clip: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(x0, eps) in f64 from the v output at integer timestep t (src/sampler/mod.rs x0_and_eps)."""
         x32 = x.astype(np.float32)
-        v = np.concatenate([self.sess.run(["v"], {"x": x32[i:i + self.batch],
-                                                  "t": np.full(len(x32[i:i + self.batch]), t, np.float32)})[0]
+        v = np.concatenate([self.v(x32[i:i + self.batch], t)
                             for i in range(0, len(x32), self.batch)]).astype(np.float64)
         self.nfe += 1
         a, s = math.sqrt(ABAR[t]), math.sqrt(1 - ABAR[t])
@@ -174,6 +176,19 @@ class Model:
             x0 = np.clip(x0, -1, 1)
             return x0, (xd - a * x0) / s
         return x0, a * v + s * xd
+
+
+class TorchModel(Model):
+    """A trained PyTorch image model (an EMA checkpoint, e.g. another training seed) in place of the
+    shipped file, so its samples go through the same sampler code."""
+
+    def __init__(self, module: torch.nn.Module, batch: int = 500):
+        self.module, self.batch, self.nfe = module, batch, 0
+
+    @torch.no_grad()
+    def v(self, x32: np.ndarray, t: int) -> np.ndarray:
+        import image_nets
+        return image_nets.output_of(self.module, torch.from_numpy(x32), torch.full((len(x32),), float(t))).numpy()
 
 
 def _level(t: int | None) -> tuple[float, float]:
@@ -255,8 +270,9 @@ def dpmpp(model, ts, x, gen, order=2, clip=False, sde=False):
     return x
 
 
-def unipc(model, ts, x, gen, order=2, clip=False):
-    """src/sampler/unipc.rs, bh2, order 2 (p <= 2: rho = 1/2 closed forms)."""
+def unipc(model, ts, x, gen, order=2, clip=False, record: dict | None = None):
+    """src/sampler/unipc.rs, bh2, order 2 (p <= 2: rho = 1/2 closed forms). `record`: a dict whose
+    keys are timesteps of `ts`; each gets the state at that timestep (after its corrector step)."""
     n = len(ts)
     lv = [_level(t) for t in ts] + [(1.0, 0.0)]
     lam = [_lam(t) for t in ts] + [math.inf]
@@ -294,6 +310,8 @@ def unipc(model, ts, x, gen, order=2, clip=False):
                 rho = [rho1, b[0] - rho1]
                 res = rho[0] * (m[1] - m[0]) / r1
             x = (base(xl, s0, h_phi_1) - at * b_h * (res + rho[-1] * (x0 - m[0]))).astype(np.float32)
+        if record is not None and t in record:
+            record[t] = x.copy()
         m.insert(0, x0)
         del m[order:]
         p = min(order, n - i, len(m))

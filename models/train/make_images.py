@@ -5,12 +5,14 @@
     nice -n 10 python models/train/make_images.py train --arch dualscale --seed 0
     python models/train/make_images.py export --arch dualscale [--partial]     # seed 0 -> models/
     nice -n 10 python models/train/make_images.py eval --arch dualscale --seed 0
+    python models/train/make_images.py table                                   # FD by seed, Markdown
     sh models/train/run_images.sh                                              # all of it, in order
 
 Each stage is its own process, so `run_images.sh` (the background chain) picks up code that
 changed between stages. Training checkpoints atomically every 250 steps and a rerun resumes;
-a finished stage is skipped. One process at a time (lock file `runs/images/.lock`), one torch
-thread, niceness >= 10. Writes under models/train/runs/images/ (git-ignored), models/report/
+a finished stage is skipped. One process per run at a time (lock file `runs/images/.lock-{arch}-seed{N}`,
+`.lock` for the data stages), so the two architectures can train side by side; one torch thread
+each, niceness >= 10. Writes under models/train/runs/images/ (git-ignored), models/report/
 and, for `export`, models/landscape-{arch}.onnx + .json.
 """
 from __future__ import annotations
@@ -148,9 +150,6 @@ def manifest(arch: str, onnx_path: Path, params: int, fl: dict, cfg, schedule, s
 def stage_export(arch: str, partial: bool, root: Path = RUNS, ship: Path = MODELS) -> dict:
     _torch_setup()
     import image_diffusion
-    import image_export
-    import image_nets
-    schedule = image_diffusion.CosineSchedule()
     cfg = train_config(arch)
     run_dir = root / f"{DATASET}-{arch}-seed0"
     onnx_path = ship / f"{DATASET}-{arch}.onnx"
@@ -163,11 +162,22 @@ def stage_export(arch: str, partial: bool, root: Path = RUNS, ship: Path = MODEL
             log(f"{onnx_path.name} is the finished seed-0 model (sha256 matches its manifest); not re-exported")
             return old
     model, steps_done = image_diffusion.load_ema(run_dir, arch, partial_ok=partial)
+    return export_model(model, arch, cfg, steps_done, onnx_path)
+
+
+def export_model(model, arch: str, cfg, steps_done: int, onnx_path: Path, extra: dict | None = None) -> dict:
+    """Exports `model`, checks it against PyTorch (onnxruntime and tract), times it and writes its
+    manifest; `extra` replaces or adds manifest keys (a derived model's name, training, sampler)."""
+    import image_diffusion
+    import image_export
+    import image_nets
+    schedule = image_diffusion.CosineSchedule()
     ops = image_export.export(model, arch, schedule.prediction_type, onnx_path)
     diffs = image_export.verify(model, arch, schedule.prediction_type, onnx_path)
     timing = image_export.time_batch1(onnx_path)
     fl = image_nets.flops(model)
     man = manifest(arch, onnx_path, image_nets.count_parameters(model), fl, cfg, schedule, steps_done, timing, diffs)
+    man.update(extra or {})
     atomic_write_json(onnx_path.with_suffix(".json"), man)
     log(f"exported {onnx_path} ({steps_done} steps): ops {ops}, diffs {diffs}, timing {timing}")
     return man
@@ -179,9 +189,38 @@ def stage_eval(arch: str, seed: int, partial: bool, root: Path = RUNS) -> dict:
     return image_eval.evaluate_run(root, arch, seed, partial=partial, log=log)
 
 
+SAMPLER_ROWS = {"ddpm-100": "ancestral DDPM, 100 trailing steps", "ddim-5": "DDIM, 5 trailing steps",
+                "ddim-10": "DDIM, 10 trailing steps", "ddim-20": "DDIM, 20 trailing steps",
+                "unipc-5": "UniPC, 5 steps (`lamx-990-50`)", "unipc-10": "UniPC, the manifest's 10 steps",
+                "unipc-20": "UniPC, 20 steps (`karras7-80`)"}
+
+
+def seed_table(root: Path = RUNS) -> str:
+    """Markdown: Fréchet distance by sampler for every evaluated seed of both architectures, with
+    the mean and range, and whether the dual-scale model's worst seed beats the baseline's best."""
+    res = {arch: {} for arch in ("dualscale", "baseline")}
+    for arch in res:
+        for path in sorted(root.glob(f"{DATASET}-{arch}-seed*/result.json")):
+            r = json.loads(path.read_text())
+            res[arch][r["seed"]] = r["fd"]
+    seeds = {arch: sorted(r) for arch, r in res.items()}
+    head = " | ".join(f"{arch} seeds {', '.join(map(str, seeds[arch]))}: mean [min-max]" for arch in res)
+    lines = [f"| sampler | {head} | dual-scale's worst < baseline's best |", "|---|---|---|---|"]
+    for key, label in SAMPLER_ROWS.items():
+        cells, ranges = [], {}
+        for arch in res:
+            vals = [res[arch][s][key] for s in seeds[arch] if key in res[arch][s]]
+            ranges[arch] = vals
+            cells.append(f"{np.mean(vals):.2f} [{min(vals):.2f}-{max(vals):.2f}]" if vals else "-")
+        a, b = ranges["dualscale"], ranges["baseline"]
+        verdict = ("-" if len(a) < 2 or len(b) < 2 else ("yes" if max(a) < min(b) else "no"))
+        lines.append(f"| {label} | {' | '.join(cells)} | {verdict} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["data", "train", "export", "eval", "fd-check"])
+    ap.add_argument("command", choices=["data", "train", "export", "eval", "fd-check", "table"])
     ap.add_argument("--arch", choices=["dualscale", "baseline"], default="dualscale")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, help="override the step count (smoke runs)")
@@ -190,12 +229,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
+    if args.command == "table":
+        print(seed_table(root))
+        return 0
     if args.command not in ("export",):
-        lock = open(root / ".lock", "w")
+        per_run = args.command in ("train", "eval")
+        lock_path = root / (f".lock-{args.arch}-seed{args.seed}" if per_run else ".lock")
+        lock = open(lock_path, "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"error: another make_images.py holds {root / '.lock'}; run one at a time", file=sys.stderr)
+            print(f"error: another make_images.py holds {lock_path}; wait for it or stop it", file=sys.stderr)
             return 1
     if args.command == "data":
         stage_data(root)
