@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import landscapes
+import make_images
 
 FEATURE_SEED = 20261206
 N_STATS = 5_000
@@ -128,7 +129,6 @@ def _patch_shuffle(x: np.ndarray, p: int, rng) -> np.ndarray:
 def fd_sanity(root: Path, log: Callable[[str], None] = print, out: Path | None = None) -> dict:
     """FD of the held-out set (2,000 images, set seed 1) against degraded copies and the
     training set; written to models/report/fd-sanity.json."""
-    import make_images
     train = make_images.images(0, make_images.N_TRAIN)
     held = landscapes.to_model(make_images.images(1, make_images.N_HELDOUT))
     ref = features(held, train)
@@ -166,7 +166,6 @@ def plot_gate(w: np.ndarray, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    import make_images
     fig, ax = plt.subplots(figsize=(5, 3), dpi=120)
     ax.plot(w[:, 0], label="w_global")
     ax.plot(w[:, 1], label="w_local")
@@ -186,7 +185,6 @@ def evaluate_run(root: Path, arch: str, seed: int, partial: bool = False,
                  log: Callable[[str], None] = print) -> dict:
     """Samples (2,000 per sampler), FD against the held-out set, grids, gate CSV -> result.json."""
     import image_diffusion
-    import make_images
     run_dir = root / f"{make_images.DATASET}-{arch}-seed{seed}"
     model, steps_done = image_diffusion.load_ema(run_dir, arch, partial_ok=partial)
     suffix = "" if not partial else f"-partial{steps_done}"
@@ -232,7 +230,7 @@ def evaluate_run(root: Path, arch: str, seed: int, partial: bool = False,
 # the runtime's few-step samplers at 5 / 10 / 20 NFE (models/report/IMAGE-SAMPLERS-DRAFT.md): the
 # best lists found for the shipped seed-0 model; the 10-step one is the manifest's `sampler` block
 FEWSTEP_SPECS = {"unipc-5": "unipc:lamx-990-50:5",
-                 "unipc-10": "unipc:999,991,983,965,921,802,507,164,27,0:10",
+                 "unipc-10": "unipc:{}:10".format(",".join(map(str, make_images.SAMPLER["dualscale"]["timesteps"]))),
                  "unipc-20": "unipc:karras7-80:20"}
 
 

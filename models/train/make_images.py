@@ -3,7 +3,7 @@
 
     nice -n 10 python models/train/make_images.py data                         # data set + grid PNG
     nice -n 10 python models/train/make_images.py train --arch dualscale --seed 0
-    python models/train/make_images.py export --arch dualscale [--partial]     # seed 0 -> models/
+    python models/train/make_images.py export --arch dualscale [--partial] [--force]  # seed 0 -> models/
     nice -n 10 python models/train/make_images.py eval --arch dualscale --seed 0
     python models/train/make_images.py table                                   # FD by seed, Markdown
     sh models/train/run_images.sh                                              # all of it, in order
@@ -41,6 +41,15 @@ N_HELDOUT = 2_000         # held-out images, set seed 1 (the Fréchet reference)
 DATASET = "landscape"
 # sized to <= 90 minutes per run: 2.6-3.8 steps/s measured at batch 64 on one niced core, shared
 STEPS = {"dualscale": 14_000, "baseline": 14_000}
+
+
+# The sampler `dualscale generate` runs by default (the manifest's `sampler` block): chosen by
+# image_samplers.py (models/report/IMAGE-SAMPLERS-DRAFT.md) for the dual-scale seed-0 model.
+SAMPLER = {"dualscale": {
+    "type": "unipc", "timesteps": [999, 991, 983, 965, 921, 802, 507, 164, 27, 0],
+    "note": "UniPC (bh2, order 2) over the listed timesteps (Karras-style spacing in sigma, rho 7, sigma_max 80; "
+            "models/report/IMAGE-SAMPLERS-DRAFT.md): FD 3.11 from the runtime against 7.32 for 100-step ancestral "
+            "DDPM; the step after the last listed timestep lands on clean data."}}
 
 
 def log(msg: str) -> None:
@@ -142,19 +151,21 @@ def manifest(arch: str, onnx_path: Path, params: int, fl: dict, cfg, schedule, s
         "recipe_revision": make_all.recipe_revision(),
         "checks": {"max_abs_diff": diffs, "batch1_ms_one_thread_at_export": timing},
     }
+    if arch in SAMPLER:
+        man["sampler"] = SAMPLER[arch]
     if steps_done < cfg.steps:
         man["partial"] = f"preview: EMA weights after {steps_done} of {cfg.steps} training steps"
     return man
 
 
-def stage_export(arch: str, partial: bool, root: Path = RUNS, ship: Path = MODELS) -> dict:
+def stage_export(arch: str, partial: bool, root: Path = RUNS, ship: Path = MODELS, force: bool = False) -> dict:
     _torch_setup()
     import image_diffusion
     cfg = train_config(arch)
     run_dir = root / f"{DATASET}-{arch}-seed0"
     onnx_path = ship / f"{DATASET}-{arch}.onnx"
     json_path = onnx_path.with_suffix(".json")
-    if not partial and onnx_path.exists() and json_path.exists():
+    if not partial and not force and onnx_path.exists() and json_path.exists():
         import make_all
         old = json.loads(json_path.read_text())
         if (old.get("sha256") == make_all.sha256(onnx_path) and "partial" not in old
@@ -225,6 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, help="override the step count (smoke runs)")
     ap.add_argument("--partial", action="store_true", help="export / evaluate the last checkpoint's EMA")
+    ap.add_argument("--force", action="store_true", help="export again a finished model (e.g. after an export change)")
     ap.add_argument("--root", default=str(RUNS), help="run folder (smoke runs: somewhere else)")
     args = ap.parse_args(argv)
     root = Path(args.root)
@@ -246,7 +258,7 @@ def main(argv=None) -> int:
     elif args.command == "train":
         stage_train(args.arch, args.seed, args.steps, root)
     elif args.command == "export":
-        stage_export(args.arch, args.partial, root)
+        stage_export(args.arch, args.partial, root, force=args.force)
     elif args.command == "eval":
         stage_eval(args.arch, args.seed, args.partial, root)
     elif args.command == "fd-check":
