@@ -18,9 +18,9 @@ its gate weights [N,2] = (w_global, w_local), a softmax that depends on t only.
 - baseline: one branch at 32x32, width 24, 2 residual blocks (receptive field 13x13), no gate;
   the same FLOPs as the dual-scale model within a few percent (`flops()`).
 
-ONNX/tract: only Conv, GroupNorm (exported as InstanceNormalization + Reshape), Sigmoid/Mul
-(SiLU), AveragePool, Resize (nearest), MatMul/Gemm, Sin, Cos, Concat, Add, Mul, Softmax and
-shape glue (Unsqueeze, Slice, Reshape). No attention. Nothing here trains, samples or exports.
+ONNX/tract: only Conv, GroupNorm, SiLU, AveragePool, nearest upsampling, Linear, Sin, Cos, Concat,
+Add, Mul, Softmax. No attention. Nothing here trains, samples or exports (image_export.py writes
+GroupNorm and the upsampling in the form tract runs fastest).
 """
 from __future__ import annotations
 
