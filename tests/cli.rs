@@ -11,6 +11,7 @@ use tract_onnx::pb;
 mod common;
 
 use common::{command, repo};
+use dualscale::model::EMBEDDED_NAME;
 
 fn dualscale(args: &[&str]) -> Output {
     command().args(args).env("NO_COLOR", "1").env_remove("RUST_LOG").output().expect("run dualscale")
@@ -63,15 +64,16 @@ fn generate_with_no_model_writes_a_landscape_png_from_the_embedded_model() {
     let out = tempfile::tempdir().unwrap();
     let o = dualscale(&["generate", "--out", out.path().to_str().unwrap(), "--steps", "4"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(files_in(out.path()), ["landscape-dualscale-fp16-s0-0.json", "landscape-dualscale-fp16-s0-0.png"]);
-    let img = image::open(out.path().join("landscape-dualscale-fp16-s0-0.png")).unwrap().to_rgb8();
+    assert!(EMBEDDED_NAME.starts_with("landscape-dualscale"), "the embedded default is the landscape model");
+    let stem = format!("{EMBEDDED_NAME}-s0-0");
+    assert_eq!(files_in(out.path()), [format!("{stem}.json"), format!("{stem}.png")]);
+    let img = image::open(out.path().join(format!("{stem}.png"))).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (32, 32));
     // A picture, not noise or a flat field: a sky above, darker ground below, some contrast.
     let luma = |y: u32| (0..32).map(|x| img.get_pixel(x, y).0.iter().map(|&c| c as f64).sum::<f64>()).sum::<f64>() / 96.0;
     let (top, bottom) = ((0..8).map(luma).sum::<f64>() / 8.0, (24..32).map(luma).sum::<f64>() / 8.0);
     assert!((top - bottom).abs() > 5.0 || top > 20.0, "top {top} bottom {bottom}");
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("landscape-dualscale-fp16-s0-0.json")).unwrap()).unwrap();
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join(format!("{stem}.json"))).unwrap()).unwrap();
     assert_eq!(sidecar["model"]["verification"], "verified against the manifest");
     assert_eq!(sidecar["gate_weights"].as_array().unwrap().len(), 4);
 }
@@ -290,7 +292,7 @@ fn info_shows_the_embedded_model_verified() {
     let o = dualscale(&["info", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["name"], "landscape-dualscale-fp16");
+    assert_eq!(v["name"], EMBEDDED_NAME);
     assert_eq!(v["kind"], "image");
     assert_eq!(v["verified"], true);
     assert_eq!(v["gate"], true);
@@ -675,15 +677,16 @@ fn fp16_model_computes_in_f16_only_with_native_f16_and_matches_fp32() {
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(worst < 0.05, "fp16 and fp32 models differ by {worst}");
 
-    // The embedded default is the fp16 landscape model: its image (in f16 on a76, upcast
-    // elsewhere) is within a few levels of the fp32 file's.
+    // The embedded default is the fp16 copy of a landscape model: its image (in f16 on a76,
+    // upcast elsewhere) is within a few levels of the fp32 file's.
     let img = |args: &[&str], name: &str| {
         let o = dualscale(&[&["generate"], args, &["--count", "1", "--steps", "4", "--name", name, "--out", o]].concat());
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         image::open(out.path().join(format!("{name}.png"))).unwrap().to_rgb8().into_raw()
     };
     let embedded = img(&[], "embedded");
-    let fp32 = img(&["--model", repo().join("models/landscape-dualscale.onnx").to_str().unwrap()], "fp32");
+    let fp32_file = repo().join("models").join(format!("{}.onnx", EMBEDDED_NAME.trim_end_matches("-fp16")));
+    let fp32 = img(&["--model", fp32_file.to_str().unwrap()], "fp32");
     let worst = embedded.iter().zip(&fp32).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
     assert!(worst <= 4, "the embedded fp16 image differs from the fp32 model's by {worst} levels");
 }
@@ -1126,9 +1129,9 @@ fn images_on_two_threads_are_the_images_of_one() {
         let o = dualscale(&["generate", "--count", "3", "--steps", "3", "--threads", threads, "--out", dir.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let sidecar: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("landscape-dualscale-fp16-s0-0.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{EMBEDDED_NAME}-s0-0.json"))).unwrap()).unwrap();
         let images: Vec<Vec<u8>> =
-            (0..3).map(|i| image::open(dir.join(format!("landscape-dualscale-fp16-s0-{i}.png"))).unwrap().to_rgb8().into_raw()).collect();
+            (0..3).map(|i| image::open(dir.join(format!("{EMBEDDED_NAME}-s0-{i}.png"))).unwrap().to_rgb8().into_raw()).collect();
         (sidecar["batch"].as_u64().unwrap(), images)
     };
     let (batch1, one) = run("1");
