@@ -133,23 +133,42 @@ def find_branches(G: Graph) -> list[dict]:
 
 def schedule_abar(manifest: dict) -> np.ndarray:
     s = manifest["scheduler"]
-    assert s.get("beta_schedule", "linear") == "linear", s
-    betas = np.linspace(s["beta_start"], s["beta_end"], s["num_train_timesteps"], dtype=np.float32)
-    return np.cumprod(1.0 - betas.astype(np.float64))
+    kind, n = s.get("beta_schedule", "linear"), s["num_train_timesteps"]
+    if kind == "linear":
+        betas = np.linspace(s["beta_start"], s["beta_end"], n, dtype=np.float32).astype(np.float64)
+    elif kind == "squaredcos_cap_v2":   # diffusers' betas_for_alpha_bar (cosine)
+        f = lambda u: np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
+        i = np.arange(n, dtype=np.float64)
+        betas = np.minimum(1 - f((i + 1) / n) / f(i / n), 0.999)
+    else:
+        raise SystemExit(f"schedule {kind!r} not handled")
+    return np.cumprod(1.0 - betas)
 
 
 def calib_inputs(manifest: dict, batches: int, points: int, seed: int):
-    """(x_t, t) pairs: x0 from the dataset, t uniform over the schedule, one t per call."""
-    data = np.load(REPO / "models" / "data" / f"{manifest['dataset']}.npy").astype(np.float32)
+    """(x_t, t) pairs: x0 from the dataset, t uniform over the schedule; 2D models: one t per call
+    (their t is [1]); image models: one t per image (t is [N]), x0 rendered by landscapes.py (set
+    `seed + 100`, never a training or held-out image set), `points` images per call."""
     abar = schedule_abar(manifest)
     rng = np.random.default_rng(seed)
+    if manifest["kind"] == "image":
+        import landscapes
+        data = landscapes.to_model(landscapes.make(batches * points, seed=seed + 100))
+    else:
+        data = np.load(REPO / "models" / "data" / f"{manifest['dataset']}.npy").astype(np.float32)
     out = []
-    for _ in range(batches):
-        t = int(rng.integers(0, len(abar)))
-        x0 = data[rng.integers(0, len(data), points)]
+    for k in range(batches):
+        if manifest["kind"] == "image":
+            t = rng.integers(0, len(abar), points)
+            x0 = data[k * points:(k + 1) * points]
+            a = abar[t].reshape(-1, 1, 1, 1)
+        else:
+            t = np.array([rng.integers(0, len(abar))])
+            x0 = data[rng.integers(0, len(data), points)]
+            a = abar[t[0]]
         eps = rng.standard_normal(x0.shape).astype(np.float32)
-        xt = (np.sqrt(abar[t]) * x0 + np.sqrt(1 - abar[t]) * eps).astype(np.float32)
-        out.append((xt, np.array([t], np.float32)))
+        xt = (np.sqrt(a) * x0 + np.sqrt(1 - a) * eps).astype(np.float32)
+        out.append((xt, t.astype(np.float32)))
     return out
 
 
@@ -287,16 +306,15 @@ def convert(src: Path, dst: Path, manifest: dict, percentile: float, batches: in
         removed |= {id(fin["relu"]), id(fin["gemm"])}
         report["branches"][-1]["final_act_scale"] = af
 
-    # assemble: the remaining f32 nodes in order, the new ones where the first removed node was
-    nodes = []
-    for n in G.g.node:
-        if id(n) in removed:
-            continue
-        nodes.append(n)
-    # new nodes depend on f32 nodes (emb, t_part) and feed f32 nodes (final mix): topological sort
-    allnodes = nodes + new_nodes
+    finish(G, model, [n for n in G.g.node if id(n) not in removed] + new_nodes, new_inits, dst)
+    report["act_hi"] = act_hi
+    return report
+
+
+def finish(G: Graph, model: onnx.ModelProto, allnodes: list, new_inits: list, dst: Path) -> None:
+    """The kept f32 nodes and the new ones, sorted topologically (new nodes depend on f32 nodes and
+    feed f32 nodes); what no longer leads to an output dropped; unused initializers dropped; saved."""
     nodes_sorted = toposort(allnodes, {i.name for i in G.g.input} | {t.name for t in G.g.initializer} | {t.name for t in new_inits})
-    # drop what no longer leads to an output (the replaced embedding's Cos / Concat)
     outs = {o.name for o in G.g.output}
     while True:
         consumed = {i for n in nodes_sorted for i in n.input} | outs
@@ -314,7 +332,74 @@ def convert(src: Path, dst: Path, manifest: dict, percentile: float, batches: in
     model.producer_name = "dualscale models/train/int8.py"
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
-    report["act_hi"] = act_hi
+
+
+def convert_image(src: Path, dst: Path, manifest: dict, form: str, percentile: float, batches: int, points: int,
+                  seed: int, stream_top: float, float_convs: tuple = ()) -> dict:
+    """Image models (conv nets, x [N,3,32,32]): every Conv with constant weights, int8 weights per
+    output channel (symmetric); everything else (norms, SiLU, FiLM, time path, Resize, gate) f32.
+
+    weights: DequantizeLinear(int8 W, per-channel scale) in front of the f32 Conv. Its inputs are
+    constants, so tract folds it into f32 weights when it loads the file: fp32 arithmetic and
+    speed, int8 storage (standard ONNX).
+    conv: ConvInteger. The activation is quantized like the 2D cast form: v = a / s + zp - 0.5,
+    Cast<int8>(v) (tract's saturating, truncating Cast; on [-128.5, 0) truncation is
+    round-to-nearest; above 0 one step low), per-tensor s and zero point zp from calibration (the
+    range [lo, hi] spans `stream_top` steps); then Cast<f32> of the i32 result, Mul by s * s_w[c] and
+    Add of the bias, per channel. Tract-specific like the 2D form.
+    Convs whose node name contains one of `float_convs` stay as they are (f32 weights)."""
+    model = onnx.load(str(src))
+    G = Graph(model)
+    convs = [n for n in G.g.node if n.op_type == "Conv" and n.input[1] in G.inits]
+    assert convs, "no Conv with constant weights"
+    new_nodes, new_inits, removed = [], [], set()
+
+    def init(name, arr):
+        new_inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    act = {}
+    mode = {id(c): "f32" if any(k in c.name for k in float_convs) else form for c in convs}
+    if "conv" in mode.values():
+        feeds = calib_inputs(manifest, batches, points, seed)
+        got = collect(model, sorted({c.input[0] for c in convs if mode[id(c)] == "conv"}), feeds)
+        for nm, vs in got.items():
+            v = np.concatenate([a.ravel() for a in vs])
+            lo, hi = np.percentile(v, [100 - percentile, percentile]) if percentile < 100 else (v.min(), v.max())
+            act[nm] = (min(float(lo), 0.0), max(float(hi), 0.0))
+    report = {"convs": []}
+    for ci, c in enumerate(convs):
+        p = f"c{ci}"
+        if mode[id(c)] == "f32":
+            report["convs"].append({"name": c.name, "kept": "f32"})
+            continue
+        w = G.inits[c.input[1]]                                     # [Co, Ci, kh, kw]
+        sw = sym_scale(w.reshape(len(w), -1), axis=1).astype(np.float32)      # [Co]
+        wq = q8(w, sw.reshape(-1, 1, 1, 1))
+        if mode[id(c)] == "weights":
+            wd = new_node("DequantizeLinear", [init(f"{p}.w_q", wq), init(f"{p}.w_scale", sw), init(f"{p}.w_zp", np.zeros(len(w), np.int8))],
+                          f"{p}.w", new_nodes, axis=0)
+            new_nodes.append(helper.make_node("Conv", [c.input[0], wd] + list(c.input[2:]), list(c.output), name=f"{p}.conv",
+                                              **_attrs(c)))
+            report["convs"].append({"name": c.name, "weight_scale_max": float(sw.max())})
+        else:
+            lo, hi = act[c.input[0]]
+            s_a = (hi - lo) / stream_top
+            zp = int(np.clip(-128 + np.ceil(-lo / s_a), -128, 127))
+            v = new_node("Mul", [c.input[0], init(f"{p}.x_inv_scale", np.float32(1 / s_a))], f"{p}.x_div", new_nodes)
+            v = new_node("Add", [v, init(f"{p}.x_offset", np.float32(zp - 0.5))], f"{p}.x_off", new_nodes)
+            q = new_node("Cast", [v], f"{p}.x_q", new_nodes, to=TensorProto.INT8)
+            acc = new_node("ConvInteger", [q, init(f"{p}.w_q", wq), init(f"{p}.x_zp", np.int8(zp))], f"{p}.acc", new_nodes,
+                           **{k: v for k, v in _attrs(c).items() if k != "auto_pad" or v != b"NOTSET"})
+            accf = new_node("Cast", [acc], f"{p}.acc_f32", new_nodes, to=TensorProto.FLOAT)
+            y = c.output[0]
+            bias = G.inits[c.input[2]] if len(c.input) > 2 and c.input[2] else np.zeros(len(w), np.float32)
+            sc = new_node("Mul", [accf, init(f"{p}.y_scale", (s_a * sw).reshape(1, -1, 1, 1).astype(np.float32))], f"{p}.y_scaled", new_nodes)
+            new_nodes.append(helper.make_node("Add", [sc, init(f"{p}.bias", bias.reshape(1, -1, 1, 1).astype(np.float32))], [y], name=f"{p}.y"))
+            report["convs"].append({"name": c.name, "act_range": [lo, hi], "act_scale": s_a, "act_zero_point": zp,
+                                    "weight_scale_max": float(sw.max())})
+        removed.add(id(c))
+    finish(G, model, [n for n in G.g.node if id(n) not in removed] + new_nodes, new_inits, dst)
     return report
 
 
@@ -458,7 +543,7 @@ def ort_reference_file(dst: Path) -> onnx.ModelProto:
     need_clip = False
     producers = {o: n for n in m.graph.node for o in n.output}
     for n in m.graph.node:
-        if n.op_type == "Cast" and re.fullmatch(r"q\d+\.(r(\d+|f)_q|emb_q\d)", n.name):  # tract's saturating cast
+        if n.op_type == "Cast" and re.fullmatch(r"q\d+\.(r(\d+|f)_q|emb_q\d)|c\d+\.x_q", n.name):  # tract's saturating cast
             c = n.input[0] + "_ort_clip"
             nodes.append(helper.make_node("Clip", [n.input[0], "ort_lo", "ort_hi"], [c], name=c))
             n.input[0] = c
@@ -491,13 +576,14 @@ def tract_cast_saturates() -> bool:
 
 def check(src: Path, dst: Path, manifest: dict, seed: int = 1) -> dict:
     import tract
-    feeds = calib_inputs(manifest, 8, 2000, seed)
+    image = manifest["kind"] == "image"
+    feeds = calib_inputs(manifest, 4, 16, seed) if image else calib_inputs(manifest, 8, 2000, seed)
     a = _session(src)
     b = _session(ort_reference_file(dst))
     res = {"ort_max_rel": 0.0, "ort_mean_rel": 0.0, "tract_max_rel": 0.0, "tract_vs_ort_max_abs": 0.0}
     tm = tract.onnx().load(str(dst))
-    tm.set_input_fact(0, "2000,2,f32")
-    tm.set_input_fact(1, "1,f32")
+    tm.set_input_fact(0, "16,3,32,32,f32" if image else "2000,2,f32")
+    tm.set_input_fact(1, "16,f32" if image else "1,f32")
     tr = tm.into_model().into_runnable()
     num_max = num_mean = den_max = den_mean = 0.0
     for x, t in feeds:
@@ -514,13 +600,38 @@ def check(src: Path, dst: Path, manifest: dict, seed: int = 1) -> dict:
     return res
 
 
+def image_form_block(args) -> dict:
+    """The `converted_from` fields that describe an image model's int8 form."""
+    block = {
+        "form": {"weights": "int8 weights per output channel (symmetric) -> DequantizeLinear -> f32 Conv: constants only, "
+                            "folded by tract at load (f32 arithmetic, int8 storage; standard ONNX)",
+                 "conv": "Conv input quantized by Mul + Add + Cast to int8 (relies on tract's saturating float->int8 Cast: "
+                         "not standard ONNX, for tract only; per-tensor scale and zero point) -> ConvInteger (int8 weights "
+                         "per output channel) -> Cast to f32 -> per-channel scale and bias"}[args.image_form]
+                + "; norms, SiLU, FiLM, time path, Resize and gate f32",
+        "options": {"image_form": args.image_form, "float_convs": args.float_convs,
+                    **({"stream_top": args.stream_top} if args.image_form == "conv" else {})},
+    }
+    if args.image_form == "conv":
+        block["calibration"] = {"inputs": "x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps, x0 rendered by landscapes.py "
+                                          f"(set {args.calib_seed + 100}), t uniform over the schedule per image",
+                                "batches": args.calib_batches, "images_per_batch": args.calib_points, "seed": args.calib_seed,
+                                "activation_range": f"percentiles {100 - args.percentile:g} / {args.percentile:g} of each Conv input"}
+    return block
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("src")
     ap.add_argument("--out", default=None, help="output .onnx (default: SRC-int8.onnx beside SRC)")
     ap.add_argument("--percentile", type=float, default=99.99, help="activation range: this percentile of relu(h) (100 = max)")
-    ap.add_argument("--calib-batches", type=int, default=64)
-    ap.add_argument("--calib-points", type=int, default=2000)
+    ap.add_argument("--calib-batches", type=int, default=None, help="default 64 (2D), 16 (images)")
+    ap.add_argument("--calib-points", type=int, default=None, help="points (2D, default 2000) or images (default 16) per batch")
+    ap.add_argument("--image-form", choices=["weights", "conv"], default="weights",
+                    help="image models: weights: int8 weights, DequantizeLinear folded by tract (f32 arithmetic); "
+                         "conv: ConvInteger with Cast-quantized activations (tract-specific)")
+    ap.add_argument("--float-convs", default="", help="image models: comma-separated substrings of Conv node names "
+                                                      "that stay f32 (weights and arithmetic), e.g. conv_in/,conv_out/")
     ap.add_argument("--calib-seed", type=int, default=0)
     ap.add_argument("--form", choices=["cast", "i32"], default="cast",
                     help="cast: f32 stream, saturating Cast = ReLU + quantize (tract-specific); i32: int32 stream, QuantizeLinear (standard ONNX)")
@@ -532,13 +643,21 @@ def main() -> None:
     src = Path(args.src)
     dst = Path(args.out) if args.out else src.with_name(src.stem + "-int8.onnx")
     manifest = json.loads(src.with_suffix(".json").read_text())
-    if args.form == "cast" and not tract_cast_saturates():
-        raise SystemExit("this tract's float -> int8 Cast does not saturate: the cast form would be wrong; use --form i32")
-    rep = convert(src, dst, manifest, args.percentile, args.calib_batches, args.calib_points, args.calib_seed, args.first, args.form, args.stream_top, args.emb)
+    image = manifest["kind"] == "image"
+    args.calib_batches = args.calib_batches or (16 if image else 64)
+    args.calib_points = args.calib_points or (16 if image else 2000)
+    cast = args.image_form == "conv" if image else args.form == "cast"
+    if cast and not tract_cast_saturates():
+        raise SystemExit("this tract's float -> int8 Cast does not saturate: the cast form would be wrong")
+    if image:
+        rep = convert_image(src, dst, manifest, args.image_form, args.percentile, args.calib_batches, args.calib_points,
+                            args.calib_seed, args.stream_top, tuple(filter(None, args.float_convs.split(","))))
+    else:
+        rep = convert(src, dst, manifest, args.percentile, args.calib_batches, args.calib_points, args.calib_seed, args.first, args.form, args.stream_top, args.emb)
     err = check(src, dst, manifest)
     print(f"{dst}: eps vs fp32: onnxruntime max {err['ort_max_rel']:.4f}, tract max {err['tract_max_rel']:.4f} "
           f"(mean {err['tract_mean_rel']:.4f}) of the output scale; tract vs onnxruntime max abs {err['tract_vs_ort_max_abs']:.2e}")
-    for i, b in enumerate(rep["branches"]):
+    for i, b in enumerate(rep.get("branches", [])):
         if "S" in b:
             print(f"  branch {i}: S={b['S']:.3e} slack per layer {[round(s, 2) for s in b['slack']]}")
         else:
@@ -549,18 +668,20 @@ def main() -> None:
     manifest["precision"] = "int8"
     manifest["converted_from"] = {
         "file": src.name, "sha256": hashlib.sha256(src.read_bytes()).hexdigest(), "by": "models/train/int8.py",
-        "form": ({"cast": "f32 residual stream in activation steps (h/s - 128.5); Cast to int8 = ReLU + quantization "
-                           "(relies on tract's saturating float->int8 Cast: not standard ONNX, for tract only); "
-                           "MatMulInteger (int8 weights, one scale per tensor) + i32 bias -> DequantizeLinear -> f32 add",
-                  "i32": "int32 residual stream; QuantizeLinear(i32 -> i8, zero point -128 = ReLU) -> MatMulInteger "
-                         "(int8 weights, one scale per tensor) -> i32 adds"}[args.form]
-                 + f"; first layer {args.first}" + (f" (embedding: {args.emb})" if args.first == "int8" else "")
-                 + "; last layer per-channel int8, dequantized to f32; embeddings, t path and gate f32"),
-        "options": {"form": args.form, "first": args.first, "emb": args.emb, "stream_top": args.stream_top},
-        "calibration": {"inputs": f"x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps, x0 from models/data/{manifest['dataset']}.npy, "
-                                  "t uniform over the schedule, one t per batch",
-                        "batches": args.calib_batches, "points_per_batch": args.calib_points, "seed": args.calib_seed,
-                        "activation_range": f"percentile {args.percentile} of relu(h)"},
+        **(image_form_block(args) if image else {
+            "form": ({"cast": "f32 residual stream in activation steps (h/s - 128.5); Cast to int8 = ReLU + quantization "
+                               "(relies on tract's saturating float->int8 Cast: not standard ONNX, for tract only); "
+                               "MatMulInteger (int8 weights, one scale per tensor) + i32 bias -> DequantizeLinear -> f32 add",
+                      "i32": "int32 residual stream; QuantizeLinear(i32 -> i8, zero point -128 = ReLU) -> MatMulInteger "
+                             "(int8 weights, one scale per tensor) -> i32 adds"}[args.form]
+                     + f"; first layer {args.first}" + (f" (embedding: {args.emb})" if args.first == "int8" else "")
+                     + "; last layer per-channel int8, dequantized to f32; embeddings, t path and gate f32"),
+            "options": {"form": args.form, "first": args.first, "emb": args.emb, "stream_top": args.stream_top},
+            "calibration": {"inputs": f"x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps, x0 from models/data/{manifest['dataset']}.npy, "
+                                      "t uniform over the schedule, one t per batch",
+                            "batches": args.calib_batches, "points_per_batch": args.calib_points, "seed": args.calib_seed,
+                            "activation_range": f"percentile {args.percentile} of relu(h)"},
+        }),
         "max_relative_difference_onnxruntime": err["ort_max_rel"],
         "max_relative_difference_tract": err["tract_max_rel"],
         "mean_relative_difference_tract": err["tract_mean_rel"],

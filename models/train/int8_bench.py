@@ -10,6 +10,13 @@ run) / (K - 1), so that load, plan and warm-up cancel. On a shared machine the C
 steadier one (it does not count time the process waits for a core). Ratios: per repetition against
 the first model, median (min-max) over repetitions. Each model needs its manifest (NAME.json) beside it.
 `nodes`: `dualscale bench --nodes`, per-node times summed per tract op, median over repetitions.
+
+    python models/train/int8_bench.py fd DIR_FP32 DIR_INT8 ...
+
+`fd`: Fréchet distance (models/train/image_eval.py features) of the PNGs `dualscale generate` wrote in
+each DIR, scored as image_samplers.py `runtime_row` scores them: against the 2,000 held-out images
+(set seed 1), and against the first DIR's images. Reads the cached image sets of make_images.py
+(models/train/runs/images/data/, never written here).
 """
 from __future__ import annotations
 
@@ -77,16 +84,39 @@ def nodes(a):
                 print(f"| {op} | {n} | {ms:.1f} | {100 * ms / total:.0f}% |")
 
 
+def fd(a):
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    import torch
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import image_eval
+    import landscapes
+    torch.set_num_threads(1)
+    data = Path(__file__).resolve().parent / "runs" / "images" / "data"
+    train = np.asarray(np.load(data / "landscapes-seed0-n40000.npy", mmap_mode="r")[:image_eval.N_STATS])  # the standardisation set
+    held = np.load(data / "landscapes-seed1-n2000.npy")
+    ref = image_eval.features(landscapes.to_model(held), train)
+    feats = []
+    print("| images | count | FD vs held-out | FD vs first |\n|---|---:|---:|---:|")
+    for d in a.models:
+        u8 = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(Path(d).glob("*.png"))])
+        feats.append(image_eval.features(landscapes.to_model(u8), train))
+        print(f"| {d} | {len(u8)} | {image_eval.frechet(feats[-1], ref):.3f} | {image_eval.frechet(feats[-1], feats[0]):.3f} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["ab", "nodes"])
+    ap.add_argument("what", choices=["ab", "nodes", "fd"])
     ap.add_argument("--bin", default="target/release/dualscale")
     ap.add_argument("--batch", type=int, default=10000)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("models", nargs="+")
     a = ap.parse_args()
-    (ab if a.what == "ab" else nodes)(a)
+    {"ab": ab, "nodes": nodes, "fd": fd}[a.what](a)
 
 
 if __name__ == "__main__":

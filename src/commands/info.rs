@@ -29,7 +29,7 @@ pub fn run(cfg: &InfoConfig) -> anyhow::Result<()> {
         return out.line(serde_json::to_string_pretty(&json!({
             "name": info.name, "path": info.path.as_ref().map(|p| p.display().to_string()),
             "kind": info.kind.name(), "inputs": io(&info.inputs), "outputs": io(&info.outputs),
-            "parameters": info.parameters, "precision": info.precision, "compute": format!("{:?}", model.compute_dtype()),
+            "parameters": info.parameters, "precision": info.precision, "integer_products": info.integer_products, "compute": format!("{:?}", model.compute_dtype()),
             "device": model.device().to_string(),
             "sha256": info.sha256, "verified": info.verification == crate::model::Verification::Verified,
             "verification": info.verification.to_string(), "external_data": info.external_data, "gate": info.has_gate,
@@ -59,8 +59,10 @@ pub fn run(cfg: &InfoConfig) -> anyhow::Result<()> {
         out.line(format_args!("output      {} {} {:?}", o.name, o.shape_string(), o.dtype))?;
     }
     out.line(format_args!("parameters  {}", info.parameters))?;
-    if info.precision == "int8" {
+    if info.precision == "int8" && info.integer_products {
         out.line(format_args!("precision   int8 (integer matrix products, the rest in {:?})", model.compute_dtype()))?;
+    } else if info.precision == "int8" {
+        out.line(format_args!("precision   int8 (int8 weights, dequantized at load; computed in {:?})", model.compute_dtype()))?;
     } else {
         out.line(format_args!("precision   {} (computed in {:?})", info.precision, model.compute_dtype()))?;
     }

@@ -31,7 +31,7 @@ use tract_onnx::prelude::*;
 use crate::cpu::{ComputeDtype, Precision};
 use crate::device::{Device, DeviceError, ResolvedDevice};
 use crate::manifest::{self, ConfigSource, ManifestError, ModelConfig, ScheduleOverrides};
-use onnx::{classify, declared_io, default_name, io_info, weight_summary};
+use onnx::{classify, declared_io, default_name, has_integer_products, io_info, weight_summary};
 use verify::verify;
 
 /// The default model, embedded in the binary so `dualscale generate` works with no files: the
@@ -141,6 +141,9 @@ pub struct ModelInfo {
     pub parameters: u64,
     /// fp32, fp16 or int8, from the weights' types.
     pub precision: &'static str,
+    /// The graph multiplies in integers (MatMulInteger, ConvInteger, QLinear*); an int8 file
+    /// without such operators only stores its weights in int8.
+    pub integer_products: bool,
     pub external_data: bool,
     pub has_gate: bool,
     pub file_bytes: u64,
@@ -250,6 +253,7 @@ impl Model {
         let external_data = !external_files.is_empty();
         let verification = verify(&config, &sha256, &shown, &external_files, dir, opts.allow_unverified)?;
         let (parameters, precision) = weight_summary(graph_proto);
+        let integer_products = has_integer_products(graph_proto);
         let (kind, sample_input, timestep_input, timestep_shape) = classify(&inputs, &shown)?;
         if let Some(m) = &config.manifest {
             if m.kind != kind.name() && !(m.kind == "points2d" && matches!(kind, ModelKind::Points { .. })) {
@@ -302,6 +306,7 @@ impl Model {
             outputs,
             parameters,
             precision,
+            integer_products,
             external_data,
             has_gate,
             file_bytes: bytes.len() as u64,

@@ -95,6 +95,15 @@ pub(super) fn weight_summary(g: &pb::GraphProto) -> (u64, &'static str) {
     (total, precision)
 }
 
+/// Operators that multiply in integers: an int8 file with them computes its products in int8; one
+/// without keeps int8 weights that are dequantized to floats when the plan is built.
+const INTEGER_PRODUCT_OPS: &[&str] = &["MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"];
+
+/// Whether the graph multiplies in integers (see INTEGER_PRODUCT_OPS).
+pub(super) fn has_integer_products(g: &pb::GraphProto) -> bool {
+    g.node.iter().any(|n| INTEGER_PRODUCT_OPS.contains(&n.op_type.as_str()))
+}
+
 const TIMESTEP_NAMES: &[&str] = &["t", "timestep", "timesteps", "time", "sigma"];
 
 /// Decides the model kind from its inputs: (kind, sample input, timestep input, timestep shape).
