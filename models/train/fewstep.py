@@ -54,6 +54,7 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import atomic  # noqa: E402
 import datasets  # noqa: E402
 import diffusion  # noqa: E402
 import kl  # noqa: E402
@@ -965,6 +966,13 @@ FEWSTEP_DIR = MODELS / "fewstep"
 FIXTURES = REPO / "tests" / "fixtures" / "fewstep"
 
 
+def _write_manifest(man: dict, path: Path, ops: dict, diffs: dict) -> dict:
+    """Writes an exported model's manifest beside it (atomically) and logs the export."""
+    atomic.write_bytes(path.with_suffix(".json"), (json.dumps(man, indent=2) + "\n").encode())
+    log(f"exported {path} ops {ops} max diffs {diffs}")
+    return {"file": str(path.relative_to(REPO)), "ops": ops, "max_abs_diff": diffs, "sha256": man["sha256"]}
+
+
 def export_pdt(ds: str, seed: int, n: int, tag: str = "", base: int = 64, rho: float = 1.5,
                rounds: list[int] | None = None, steps_per_round: int = 0, lr: float = 1e-4) -> dict:
     """Export the n-step PD student to models/fewstep/{ds}-dualscale-pd{n}.onnx + a manifest draft.
@@ -998,14 +1006,7 @@ def export_pdt(ds: str, seed: int, n: int, tag: str = "", base: int = 64, rho: f
                             "on clean data (x0_hat). Start: the data-moment Gaussian at the first timestep "
                             "(--init auto)."},
     })
-    if ship:
-        cmd = f"export-tdc --datasets {ds} --seeds {seed} --grid {grid}"
-        man["training"]["command"] = man["training"]["command"].replace(cmd, cmd + " --ship")
-    tmp = path.with_name(name + ".json.tmp")
-    tmp.write_text(json.dumps(man, indent=2) + "\n")
-    os.replace(tmp, out_dir / f"{name}.json")
-    log(f"exported {path} ops {ops} max diffs {diffs}")
-    return {"file": str(path.relative_to(REPO)), "ops": ops, "max_abs_diff": diffs, "sha256": man["sha256"]}
+    return _write_manifest(man, path, ops, diffs)
 
 
 def td_dir(ds: str, seed: int, n: int, tag: str = "") -> Path:
@@ -1139,11 +1140,7 @@ def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final"
     if ship:
         cmd = f"export-tdc --datasets {ds} --seeds {seed} --grid {grid}"
         man["training"]["command"] = man["training"]["command"].replace(cmd, cmd + " --ship")
-    tmp = path.with_name(name + ".json.tmp")
-    tmp.write_text(json.dumps(man, indent=2) + "\n")
-    os.replace(tmp, out_dir / f"{name}.json")
-    log(f"exported {path} ops {ops} max diffs {diffs}")
-    return {"file": str(path.relative_to(REPO)), "ops": ops, "max_abs_diff": diffs, "sha256": man["sha256"]}
+    return _write_manifest(man, path, ops, diffs)
 
 
 def eval_td(ds: str, seed: int, tag: str = "", nfes=(1, 2, 4, 8), base: int = 64, rho: float = 1.5,
@@ -1271,11 +1268,7 @@ def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
                             "listed timestep lands on clean data (x0_hat). Start: the data-moment Gaussian at the "
                             "first timestep (--init auto)."},
     })
-    tmp = path.with_name(name + ".json.tmp")
-    tmp.write_text(json.dumps(man, indent=2) + "\n")
-    os.replace(tmp, out_dir / f"{name}.json")
-    log(f"exported {path} ops {ops} max diffs {diffs}")
-    return {"file": str(path.relative_to(REPO)), "ops": ops, "max_abs_diff": diffs, "sha256": man["sha256"]}
+    return _write_manifest(man, path, ops, diffs)
 
 
 @torch.no_grad()
