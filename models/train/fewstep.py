@@ -1075,8 +1075,8 @@ def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final"
     (onnx_export's one-timestep-per-call form, as export_teacher_plus) whose `sampler` block is
     DDIM (eta 0) on the student's list. weights: "final" (ema.pt), or "ema" / "raw" from the
     latest ckpt.pt of a run in progress (the file name then carries its step). ship: write it as
-    the shipped few-step model models/{ds}-dualscale-fewstep.onnx instead (its teacher, the
-    teacher-plus run, is then named by its run and command, not by a shipped file)."""
+    the shipped few-step model models/{ds}-dualscale-fewstep.onnx instead. The teacher named in the
+    manifest is the teacher-plus export (`teacher_plus_path`), which must exist."""
     import hashlib
 
     import onnx_export
@@ -1094,26 +1094,16 @@ def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final"
     model.eval()
     FEWSTEP_DIR.mkdir(parents=True, exist_ok=True)
     name = f"{ds}-dualscale-fewstep" if ship else f"{ds}-dualscale-td{n}{tag}{suffix}"
-    out_dir = MODELS if ship else FEWSTEP_DIR
-    path = out_dir / f"{name}.onnx"
-    if ship:   # the teacher is read before its shipped copy is replaced (or from the draft's record)
-        draft = FEWSTEP_DIR / f"{ds}-dualscale-td{n}{tag}.json"
-        teacher_rec = json.loads(draft.read_text())["training"] if draft.exists() else None
+    path = (MODELS if ship else FEWSTEP_DIR) / f"{name}.onnx"
+    tpath = MODELS / f"{ds}-dualscale.json" if cfg["teacher"] == "shipped" else teacher_plus_path(ds).with_suffix(".json")
+    if not tpath.exists():
+        raise SystemExit(f"export-tdc: the teacher's manifest {tpath} is missing; run `fewstep.py export --datasets {ds}` first")
+    tman = json.loads(tpath.read_text())
     ops = onnx_export.export(model, "dualscale", path)
     diffs = onnx_export.verify(model, "dualscale", path)
     shipped = json.loads((MODELS / f"{ds}-dualscale.json").read_text())
     man = dict(shipped)
     man["inputs"][1]["shape"], man["outputs"][1]["shape"] = [1], [1, 2]  # onnx_export's form
-    tfile = f"{ds}-dualscale-fewstep.json" if cfg["teacher"] != "shipped" else f"{ds}-dualscale.json"
-    tman = json.loads((MODELS / tfile).read_text())  # the teacher-plus run is exported as the -fewstep model
-    if cfg["teacher"] != "shipped" and (FEWSTEP_DIR / f"{ds}-dualscale-plus.json").exists():
-        tman = json.loads((FEWSTEP_DIR / f"{ds}-dualscale-plus.json").read_text())
-    if ship and cfg["teacher"] != "shipped" and not (FEWSTEP_DIR / f"{ds}-dualscale-plus.json").exists():
-        if teacher_rec is None:
-            raise SystemExit(f"export-tdc --ship: export the draft first ({draft.name}), it records the teacher")
-        tman = {"file": f"the teacher-plus run {teacher_plus_dir(ds, seed).name} (shipped as {ds}-dualscale-fewstep.onnx "
-                        "until 2026-12-07)", "sha256": teacher_rec["teacher_sha256"],
-                "training": {"command": teacher_rec["command"].split(" (after the teacher-plus run: ")[-1].rstrip(")")}}
     grid = " ".join(map(str, cfg["grid"]))
     man.update({
         "name": name, "file": path.name,
@@ -1222,6 +1212,12 @@ SOLVER_NOTES = {
 SHIPPED_STUDENTS = {"dino": [99, 30, 11, 4], "circle": [99, 59, 31, 15, 7, 3, 1, 0]}
 
 
+def teacher_plus_path(ds: str) -> Path:
+    """Where `export` writes the fine-tuned teacher: the shipped few-step model, or for the
+    SHIPPED_STUDENTS datasets the draft models/fewstep/{ds}-dualscale-plus.onnx."""
+    return FEWSTEP_DIR / f"{ds}-dualscale-plus.onnx" if ds in SHIPPED_STUDENTS else MODELS / f"{ds}-dualscale-fewstep.onnx"
+
+
 def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
     """Ship the fine-tuned teacher (`teacher-plus`) as models/{ds}-dualscale-fewstep.onnx (for the
     SHIPPED_STUDENTS datasets: as the draft models/fewstep/{ds}-dualscale-plus.onnx, the students'
@@ -1248,9 +1244,8 @@ def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
         model = load_shipped(ds)
         training = {"seed": seed, "method": "none: the shipped model's weights, with the sampler below",
                     "init": shipped["file"], "init_sha256": shipped["sha256"], "command": export_cmd}
-    out_dir = FEWSTEP_DIR if ds in SHIPPED_STUDENTS else MODELS
-    name = f"{ds}-dualscale-plus" if ds in SHIPPED_STUDENTS else f"{ds}-dualscale-fewstep"
-    path = out_dir / f"{name}.onnx"
+    path = teacher_plus_path(ds)
+    name = path.stem
     ops = onnx_export.export(model, "dualscale", path)
     diffs = onnx_export.verify(model, "dualscale", path)
     man = dict(shipped)
