@@ -1,7 +1,7 @@
-//! One model evaluation, for every shipped model and precision (fp32 and fp16 files; `auto`
-//! precision, so an fp16 file is upcast where the CPU has no native f16), at the batch sizes the
-//! CLI uses: points at 2,000 (the default batch) and 10,000; images at 1 and at the parallel
-//! width. Guards the per-evaluation cost that every step pays: plan reuse (a plan rebuilt per
+//! One model evaluation, for every shipped model and precision (the fp32, fp16 and int8 files of
+//! `models/`; `auto` precision, so an fp16 file is upcast where the CPU has no native f16), at
+//! the batch sizes the CLI uses: points at 2,000 (the default batch) and 10,000; images at 1 and
+//! at the parallel width. Guards the per-evaluation cost that every step pays: plan reuse (a plan rebuilt per
 //! call would multiply it), the x86 AVX register workaround (without it, 5x slower at 10k
 //! points), and a tract upgrade or export change that slows a model down.
 //! Run: `cargo bench --bench eval`.
