@@ -11,6 +11,12 @@ zero-terminal-SNR schedule, their samplers, and the KL measurements at 1, 2, 4, 
         --steps 15000 --batch 256 --pd-lr 2e-4      # direct distillation from the teacher-plus run, cached
                                                    # targets, explicit student list (models/fewstep/*-td4)
     nice -n 15 python models/train/fewstep.py export-tdc --datasets dino --grid 99 30 11 4 [--weights ema|raw]
+    nice -n 15 python models/train/fewstep.py dm --datasets circle --grid 99 59 31 15 7 3 1 0 --steps 400 \
+        --pd-lr 5e-5 --dm-batch 1024 --dm-data-batch 4096 --reg-weight 1 --batch 256 --cache 131072
+                                                   # distribution-matching fine-tune of a tdc student
+                                                   # through its own DDIM chain (MMD to fresh data)
+    nice -n 15 python models/train/fewstep.py eval-dm --datasets circle --grid 99 59 31 15 7 3 1 0 [--weights ema]
+    nice -n 15 python models/train/fewstep.py export-dm --datasets circle --grid 99 59 31 15 7 3 1 0 [--ship]
     nice -n 15 python models/train/fewstep.py base --datasets dino            # cosine-ZTSNR v-prediction retrain
     nice -n 15 python models/train/fewstep.py pd --datasets dino --rho 1      # PD of that v-model (not run yet)
     nice -n 15 python models/train/fewstep.py cd --datasets dino --pd-start 32 --steps N   # consistency distillation
@@ -400,6 +406,19 @@ class FewCfg:
     sub_steps: int = 0           # tdc: teacher DPM-Solver++(2M) steps per student interval
     cache: int = 0               # tdc: number of cached (z, t, target) triples
     teacher: str = ""            # tdc: teacher run directory name under RUNS ("" = the shipped model)
+    dataset: str = ""            # dm: the dataset whose generator gives the fresh data draws
+    dm_batch: int = 0            # dm: student samples per step (8-step DDIM chain from the data-moment start)
+    dm_data_batch: int = 0       # dm: fresh data points per step
+    dm_bandwidths: tuple = ()    # dm: Gaussian kernel bandwidths of the MMD
+    reg_weight: float = 0.0      # dm: weight of the cached-target distillation loss (the regulariser)
+    dm_divergence: str = "mmd"   # dm: "mmd" (mmd2) or "knn" (knn_kl: the k-NN estimate of KL(data || samples))
+
+
+def _same_cfg(saved: dict, cfg: FewCfg) -> bool:
+    """A checkpoint's config equals cfg; fields added to FewCfg after the checkpoint was written
+    match when cfg has them at their defaults."""
+    now, defaults = asdict(cfg), asdict(FewCfg())
+    return set(saved) <= set(now) and all(saved.get(k, defaults[k]) == v for k, v in now.items())
 
 
 def _teacher_two_steps(teacher: nn.Module, z: torch.Tensor, t: torch.Tensor, tm: torch.Tensor,
@@ -623,13 +642,14 @@ def interval_subgrid(ta: int, tb: int, k: int) -> list[float]:
 
 @torch.no_grad()
 def tdc_targets(teacher: nn.Module, ds: str, seed: int, grid: list[int], k: int, count: int,
-                chunk: int = 8192) -> dict:
+                chunk: int = 8192, data: np.ndarray | None = None) -> dict:
     """Cached targets for direct distillation on an explicit student list `grid`: `count` draws
     (x0 from the data, unit noise, interval j uniform), z = alpha x0 + sigma noise at grid[j], and
     the epsilon target eps~ such that one DDIM step grid[j] -> grid[j+1] (or clean) from z lands
     where the teacher's DPM-Solver++(2M) over interval_subgrid(grid[j], grid[j+1], k) lands
-    (restarted per interval). Draws from generators seeded by (seed, 2, chunk)."""
-    data = torch.from_numpy(np.ascontiguousarray(data_of(ds), dtype=np.float32))
+    (restarted per interval). Draws from generators seeded by (seed, 2, chunk). data: the x0 pool
+    (default: models/data/{ds}.npy, the teacher's training set)."""
+    data = torch.from_numpy(np.ascontiguousarray(data_of(ds) if data is None else data, dtype=np.float32))
     sch = TeacherDiscrete()
     nxt = list(grid[1:]) + [-1]
     subs = [torch.tensor([[t, *sch.alpha_sigma(t)] for t in interval_subgrid(int(ta), int(tb), k)],
@@ -669,7 +689,8 @@ def train_run(run_dir: Path, seed: int, data: np.ndarray, cfg: FewCfg,
               init_state: dict | None = None, teacher: nn.Module | None = None,
               targets: dict | None = None) -> dict:
     """One resumable run; ckpt.pt every cfg.ckpt_every steps, ema.pt + train.json at the end.
-    `targets` (method "tdc"): the cached (z, t, eps) triples of tdc_targets."""
+    `targets` (methods "tdc", "dm"): the cached (z, t, eps) triples of tdc_targets. `data` may be
+    None for method "dm" (its data are fresh draws, `fresh_data`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     summary_path = run_dir / "train.json"
     if summary_path.exists() and (run_dir / "ema.pt").exists():
@@ -685,34 +706,34 @@ def train_run(run_dir: Path, seed: int, data: np.ndarray, cfg: FewCfg,
                                  ema_every=cfg.ema_every, grad_clip=cfg.grad_clip,
                                  ema_update_after_step=cfg.ema_update_after_step, ema_inv_gamma=cfg.ema_inv_gamma,
                                  ema_power=cfg.ema_power, ckpt_every=cfg.ckpt_every)
-    step, wall, losses, resumed_from = 0, 0.0, [], []
+    step, wall, losses, resumed_from, parts = 0, 0.0, [], [], []
     ckpt_path = run_dir / "ckpt.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
-        if ck["config"] != asdict(cfg) or ck["seed"] != seed:
+        if not _same_cfg(ck["config"], cfg) or ck["seed"] != seed:
             raise RuntimeError(f"{ckpt_path} was written with another config; delete {run_dir} to restart")
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
-        step, wall, losses = ck["step"], ck["wall"], ck["losses"]
+        step, wall, losses, parts = ck["step"], ck["wall"], ck["losses"], ck.get("parts", [])
         resumed_from = ck.get("resumed_from", []) + [step]
         log(f"resuming {run_dir.name} at step {step}")
 
     sch = CosineZTSNR()
-    x_all = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    n = x_all.shape[0]
-    per_epoch = -(-n // cfg.batch_size)
+    x_all = None if data is None else torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    n = 0 if x_all is None else x_all.shape[0]
+    per_epoch = max(-(-n // cfg.batch_size), 1)
     perm_epoch, perm = -1, None
     model.train()
     t0 = time.perf_counter()
     while step < cfg.steps:
         epoch, k = divmod(step, per_epoch)
-        if epoch != perm_epoch:
+        if x_all is not None and epoch != perm_epoch:
             perm, perm_epoch = torch.randperm(n, generator=diffusion._gen(seed, 1, epoch)), epoch
-        batch = x_all[perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+        batch = None if x_all is None else x_all[perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
         g = diffusion._gen(seed, 0, step)
-        noise = torch.randn(batch.shape, generator=g)
+        noise = None if batch is None else torch.randn(batch.shape, generator=g)
         if cfg.method == "v":
             u = torch.rand(batch.shape[0], generator=g, dtype=torch.float64)  # [0,1): t in [-1, 99)
             u = 1.0 - u                                                       # (0, 1]: t in (-1, 99]
@@ -758,6 +779,9 @@ def train_run(run_dir: Path, seed: int, data: np.ndarray, cfg: FewCfg,
         elif cfg.method == "tdc":  # cached direct-distillation targets: plain epsilon regression
             idx = torch.randint(0, targets["t"].shape[0], (cfg.batch_size,), generator=g)
             loss = ((nets.eps_of(model, targets["z"][idx], targets["t"][idx]) - targets["eps"][idx]) ** 2).mean()
+        elif cfg.method == "dm":  # distribution matching through the student's own chain (+ regulariser)
+            loss, part = _dm_loss(model, g, seed, step, cfg, targets)
+            parts.append(part)
         else:
             raise ValueError(cfg.method)
         loss.backward()
@@ -775,13 +799,17 @@ def train_run(run_dir: Path, seed: int, data: np.ndarray, cfg: FewCfg,
             diffusion._atomic_torch_save(
                 dict(model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
                      sched=sched.state_dict(), step=step, wall=wall, losses=losses,
-                     config=asdict(cfg), seed=seed, resumed_from=resumed_from), ckpt_path)
-            if step % 2500 == 0 or step == cfg.steps:
+                     config=asdict(cfg), seed=seed, resumed_from=resumed_from)
+                | ({"parts": parts} if parts else {}), ckpt_path)
+            if step % 2500 == 0 or step == cfg.steps or cfg.method == "dm":
                 log(f"{run_dir.name}: step {step}/{cfg.steps} loss(last 500) {np.mean(losses[-500:]):.4f} "
-                    f"train {wall:.0f}s")
+                    + (f"mmd2, reg (last 100) {np.mean(parts[-100:], axis=0).round(6).tolist()} " if parts else "")
+                    + f"train {wall:.0f}s")
     diffusion._atomic_torch_save(ema.state_dict(), run_dir / "ema.pt")
     summary = {"config": asdict(cfg), "seed": seed, "train_wall_s": wall, "steps_per_s": cfg.steps / wall,
                "resumed_at_steps": resumed_from, "final_loss_last500": float(np.mean(losses[-500:]))}
+    if parts:
+        summary["final_mmd2_reg_last100"] = np.mean(parts[-100:], axis=0).tolist()
     tmp = summary_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, summary_path)
@@ -1070,30 +1098,23 @@ def stage_tdc(ds: str, seed: int, grid: list[int], steps: int, sub_steps: int = 
     return train_run(run, seed, data_of(ds), cfg, init_state=tnet.state_dict(), targets=targets)
 
 
-def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final", ship: bool = False) -> dict:
+def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final", ship: bool = False,
+               method: str = "tdc") -> dict:
     """Export a `tdc` student to models/fewstep/{ds}-dualscale-td{n}{tag}[-step{S}].onnx + manifest
     (onnx_export's one-timestep-per-call form, as export_teacher_plus) whose `sampler` block is
     DDIM (eta 0) on the student's list. weights: "final" (ema.pt), or "ema" / "raw" from the
     latest ckpt.pt of a run in progress (the file name then carries its step). ship: write it as
     the shipped few-step model models/{ds}-dualscale-fewstep.onnx instead. The teacher named in the
-    manifest is the teacher-plus export (`teacher_plus_path`), which must exist."""
+    manifest is the teacher-plus export (`teacher_plus_path`), which must exist. method "dm": the
+    same for a `dm` run (export-dm; draft name {ds}-dualscale-dm{n}{tag}[-step{S}])."""
     import hashlib
 
     import onnx_export
 
-    run = tdc_dir(ds, seed, n, tag)
-    ck = torch.load(run / "ckpt.pt", weights_only=False)
-    cfg = ck["config"]
-    model = nets.build("dualscale")
-    if weights == "final":
-        model.load_state_dict(torch.load(run / "ema.pt", weights_only=True))
-        suffix, step = "", cfg["steps"]
-    else:
-        model.load_state_dict(ck["ema" if weights == "ema" else "model"])
-        suffix, step = f"-step{ck['step']}{'' if weights == 'ema' else '-raw'}", ck["step"]
-    model.eval()
+    run = (dm_dir if method == "dm" else tdc_dir)(ds, seed, n, tag)
+    model, cfg, suffix, step = _run_weights(run, weights)
     FEWSTEP_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"{ds}-dualscale-fewstep" if ship else f"{ds}-dualscale-td{n}{tag}{suffix}"
+    name = f"{ds}-dualscale-fewstep" if ship else f"{ds}-dualscale-{'dm' if method == 'dm' else 'td'}{n}{tag}{suffix}"
     path = (MODELS if ship else FEWSTEP_DIR) / f"{name}.onnx"
     tpath = MODELS / f"{ds}-dualscale.json" if cfg["teacher"] == "shipped" else teacher_plus_path(ds).with_suffix(".json")
     if not tpath.exists():
@@ -1127,10 +1148,231 @@ def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final"
                             "step after the last listed timestep lands on clean data (x0_hat). Start: the "
                             "data-moment Gaussian at the first timestep (--init auto)."},
     })
-    if ship:
+    if method == "dm":
+        man["training"] = _dm_training(ds, seed, cfg, tman, step, weights, tag, ship)
+    elif ship:
         cmd = f"export-tdc --datasets {ds} --seeds {seed} --grid {grid}"
         man["training"]["command"] = man["training"]["command"].replace(cmd, cmd + " --ship")
     return _write_manifest(man, path, ops, diffs)
+
+
+# the tdc student each dm run starts from: {dataset: (file, sha256, how it was made)}
+DM_INITS = {
+    "circle": ("circle-dualscale-fewstep.onnx", "f578606133cc10327f41b9b5f3e743b199b01b99ef3e8b73e796197860c1f6ee",
+               "python models/train/fewstep.py tdc --datasets circle --seeds 0 --grid 99 59 31 15 7 3 1 0 "
+               "--sub-steps 8 --cache 262144 --steps 12000 --batch 256 --pd-lr 0.0002 && python "
+               "models/train/fewstep.py export-tdc --datasets circle --seeds 0 --grid 99 59 31 15 7 3 1 0 --ship"),
+}
+
+
+def _dm_training(ds: str, seed: int, cfg: dict, tman: dict, step: int, weights: str, tag: str, ship: bool) -> dict:
+    """The manifest's `training` block of a dm export."""
+    init_file, init_sha = cfg["init"].rsplit("@", 1)
+    made = DM_INITS.get(ds)
+    how = made[2] if made and made[1] == init_sha else "unknown"
+    grid = " ".join(map(str, cfg["grid"]))
+    div = cfg.get("dm_divergence", "mmd")
+    bws = " ".join(f"{h:g}" for h in cfg["dm_bandwidths"])
+    dm_cmd = (f"python models/train/fewstep.py dm --datasets {ds} --seeds {seed} --grid {grid} --steps {cfg['steps']} "
+              f"--pd-lr {cfg['lr']} --dm-batch {cfg['dm_batch']} --dm-data-batch {cfg['dm_data_batch']} "
+              + (f"--dm-bandwidths {bws} " if div == "mmd" else "--divergence knn ")
+              + f"--ckpt-every {cfg['ckpt_every']} --reg-weight {cfg['reg_weight']:g} --batch {cfg['batch_size']} "
+              f"--sub-steps {cfg['sub_steps']} --cache {cfg['cache']} --init-onnx <{init_file} sha256 {init_sha}>"
+              + (f" --tag {tag}" if tag else ""))
+    exp_cmd = (f"python models/train/fewstep.py export-dm --datasets {ds} --seeds {seed} --grid {grid}"
+               + (f" --tag {tag}" if tag else "") + (f" --weights {weights}" if weights != "final" else "")
+               + (" --ship" if ship else ""))
+    return {"seed": seed,
+            "method": "distribution matching: fine-tune of the distilled (tdc) student through its own "
+                      f"{len(cfg['grid'])}-step DDIM chain (gradients through every step, data-moment start) "
+                      + ("minimising the squared MMD (sum of Gaussian kernels) to fresh data draws"
+                         if div == "mmd" else
+                         f"minimising the k-NN (k={K}) estimate of KL(data || samples) against fresh data draws")
+                      + ", plus the tdc distillation loss on cached teacher targets as a regulariser",
+            "init": init_file, "init_sha256": init_sha, "init_command": how,
+            "teacher": tman["file"], "teacher_sha256": tman["sha256"],
+            "teacher_solver": f"DPM-Solver++(2M), <= {cfg['sub_steps']} steps per student interval, uniform in "
+                              "log-SNR (fewstep.interval_subgrid); regulariser targets only",
+            "targets": cfg["cache"], "reg_weight": cfg["reg_weight"],
+            "divergence": div, "mmd_bandwidths": list(cfg["dm_bandwidths"]), "student_samples_per_step": cfg["dm_batch"],
+            "data_points_per_step": cfg["dm_data_batch"],
+            "data": f"fresh draws of models/train/datasets.py {ds}() (generator seeds >= 7,000,000, "
+                    f"fewstep.fresh_data), never the evaluation reference models/data/{ds}.npy",
+            "steps": step, "of_steps": cfg["steps"], "batch_size": cfg["batch_size"], "lr": cfg["lr"],
+            "lr_schedule": "cosine", "optimizer": "AdamW", "ema_decay": cfg["ema_decay"], "ema_every": cfg["ema_every"],
+            "grad_clip": cfg["grad_clip"], "weights": weights,
+            "command": f"{dm_cmd} && {exp_cmd}"}
+
+
+# ---------------------------------------------------------------- distribution matching (dm)
+#
+# Fine-tunes a `tdc` student through its own fixed-list DDIM chain: each step draws `dm_batch`
+# unit noises, builds the data-moment start at grid[0] (`moment_start`, what the runtime's
+# --init auto does), runs the student's n-step DDIM chain with gradients through every step, and
+# minimises the squared MMD (sum of Gaussian kernels, cfg.dm_bandwidths) between its outputs and
+# `dm_data_batch` FRESH points of the dataset's generator (`fresh_data`: datasets.make with seeds
+# >= 7,000,000, never the reference models/data/{ds}.npy that kl_of and `dualscale eval` use),
+# plus reg_weight x the `tdc` loss on cached teacher targets (their x0 from one fresh draw of
+# 100,000 points) so the network stays an epsilon-predictor of its teacher.
+
+DM_BANDWIDTHS = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def fresh_data(ds: str, seed: int, index: int, n: int) -> np.ndarray:
+    """n fresh points of datasets.make(ds): generator seed 7,000,000 + seed for index -1 (the
+    regulariser's x0 pool), 10,000,000 (seed + 1) + index for the per-step batches (index < 10^7);
+    never 42 (the reference)."""
+    s = 7_000_000 + seed if index < 0 else 10_000_000 * (seed + 1) + index
+    return datasets.make(ds, n, seed=s)
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths) -> torch.Tensor:
+    """Unbiased squared MMD between samples x [n,2] and y [m,2] for the kernel
+    sum_h exp(-|a - b|^2 / (2 h^2)) (float32). The y-y term (no gradient) uses the first
+    min(m, 1024) points of y."""
+    x, y = x.to(torch.float32), y.to(torch.float32)
+
+    def ksum(a, b):
+        d2 = ((a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * a @ b.T).clamp_min(0.0)
+        k = torch.exp(d2 * (-0.5 / (bandwidths[0] ** 2)))
+        for h in bandwidths[1:]:
+            k = k + torch.exp(d2 * (-0.5 / (h * h)))
+        return k
+
+    n, nb = x.shape[0], len(bandwidths)
+    kxx = (ksum(x, x).sum() - n * nb) / (n * (n - 1))
+    with torch.no_grad():
+        y1 = y[:1024]
+        m1 = y1.shape[0]
+        kyy = (ksum(y1, y1).sum() - m1 * nb) / (m1 * (m1 - 1))
+    return kxx + kyy - 2.0 * ksum(x, y).mean()
+
+
+def knn_kl(x: torch.Tensor, y: torch.Tensor, k: int = K) -> torch.Tensor:
+    """The k-NN estimate of KL(data y || samples x) in nats, up to a constant: 2 mean_j ln nu_k(j),
+    nu_k(j) the Euclidean distance from y_j to its k-th nearest x (what kl.kl_bits estimates, with
+    fresh data in place of the reference and Euclidean in place of max norm)."""
+    d2 = (y[:, None, :].to(torch.float64) - x[None, :, :].to(torch.float64)).pow(2).sum(-1)
+    return torch.log(torch.topk(d2, k, dim=1, largest=False).values[:, -1] + 1e-12).mean()
+
+
+def ddim_chain(model: nn.Module, x: torch.Tensor, ts, sch=None) -> torch.Tensor:
+    """sample_ddim (eta 0, last step to x0_hat) on the discrete teacher schedule, differentiable."""
+    sch = sch or TeacherDiscrete()
+    for i, t in enumerate(ts):
+        a, s = sch.alpha_sigma(float(t))
+        eps = nets.eps_of(model, x, torch.full((x.shape[0],), float(t), dtype=torch.float32))
+        x0 = (x - s * eps) / a
+        if i == len(ts) - 1:
+            return x0
+        an, sn = sch.alpha_sigma(float(ts[i + 1]))
+        x = an * x0 + sn * eps
+    return x
+
+
+def _dm_loss(model, g, seed: int, step: int, cfg: FewCfg, targets: dict | None):
+    sch = TeacherDiscrete()
+    a0, _ = sch.alpha_sigma(float(cfg.grid[0]))
+    x = moment_start(cfg.dataset, a0 * a0, torch.randn(cfg.dm_batch, 2, generator=g))
+    out = ddim_chain(model, x, cfg.grid, sch)
+    y = torch.from_numpy(fresh_data(cfg.dataset, seed, step, cfg.dm_data_batch))
+    d = (mmd2(out, y, cfg.dm_bandwidths) if cfg.dm_divergence == "mmd" else knn_kl(out, y)).to(torch.float32)
+    reg = torch.zeros(())
+    if cfg.reg_weight > 0:
+        idx = torch.randint(0, targets["t"].shape[0], (cfg.batch_size,), generator=g)
+        reg = ((nets.eps_of(model, targets["z"][idx], targets["t"][idx]) - targets["eps"][idx]) ** 2).mean()
+    return d + cfg.reg_weight * reg, (d.item(), reg.item())
+
+
+def dm_dir(ds: str, seed: int, n: int, tag: str = "") -> Path:
+    return RUNS / f"{ds}-dm{tag}-n{n}-seed{seed}"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stage_dm(ds: str, seed: int, grid: list[int], steps: int, init_onnx: str | None = None, tag: str = "",
+             lr: float = 5e-5, batch: int = 1024, data_batch: int = 4096, bandwidths=DM_BANDWIDTHS,
+             reg_weight: float = 1.0, reg_batch: int = 256, sub_steps: int = 8, count: int = 131_072,
+             divergence: str = "mmd", ckpt_every: int = 100) -> dict:
+    """Distribution-matching fine-tune of a distilled student (module comment above). init_onnx:
+    the student to start from (default models/{ds}-dualscale-fewstep.onnx; its sha256 is part of
+    the run's config, so a changed file cannot silently resume a run). The regulariser's teacher
+    is the teacher-plus export `teacher_plus_path(ds)` (the weights the `tdc` student learned from);
+    its targets are cached in RUNS/<run>/targets.pt."""
+    init_path = Path(init_onnx) if init_onnx else MODELS / f"{ds}-dualscale-fewstep.onnx"
+    tpath = teacher_plus_path(ds)
+    cfg = FewCfg(method="dm", steps=steps, lr=lr, batch_size=reg_batch, ema_decay=0.99, ema_every=1,
+                 ema_update_after_step=20, init=f"{init_path.name}@{_sha256(init_path)}",
+                 teacher=f"{tpath.name}@{_sha256(tpath)}" if reg_weight > 0 else "",
+                 grid=tuple(int(t) for t in grid), sub_steps=sub_steps if reg_weight > 0 else 0,
+                 cache=count if reg_weight > 0 else 0, teacher_solver="dpmpp2m" if reg_weight > 0 else "ddim",
+                 dataset=ds, dm_batch=batch, dm_data_batch=data_batch,
+                 dm_bandwidths=tuple(float(h) for h in bandwidths) if divergence == "mmd" else (),
+                 reg_weight=reg_weight, dm_divergence=divergence, ckpt_every=ckpt_every)
+    run = dm_dir(ds, seed, len(grid), tag)
+    run.mkdir(parents=True, exist_ok=True)
+    targets = None
+    if reg_weight > 0:
+        cache = run / "targets.pt"
+        if cache.exists():
+            targets = torch.load(cache, weights_only=False)
+        else:
+            tnet = load_shipped(ds, path=tpath)
+            for p in tnet.parameters():
+                p.requires_grad_(False)
+            t0 = time.perf_counter()
+            targets = tdc_targets(tnet, ds, seed, list(cfg.grid), sub_steps, count, data=fresh_data(ds, seed, -1, 100_000))
+            targets["wall_s"] = time.perf_counter() - t0
+            diffusion._atomic_torch_save(targets, cache)
+        if targets["grid"] != list(cfg.grid) or targets["sub_steps"] != sub_steps or targets["t"].shape[0] != count:
+            raise RuntimeError(f"{cache} was built for another grid/sub_steps/count; delete it")
+    init_state = load_shipped(ds, path=init_path).state_dict()
+    return train_run(run, seed, None, cfg, init_state=init_state, targets=targets)
+
+
+def _run_weights(run: Path, weights: str) -> tuple[nn.Module, dict, str, int]:
+    """(model in eval mode, the run's config, file-name suffix, step) for weights "final" (ema.pt)
+    or "ema" / "raw" of the latest ckpt.pt."""
+    ck = torch.load(run / "ckpt.pt", weights_only=False)
+    model = nets.build("dualscale")
+    if weights == "final":
+        model.load_state_dict(torch.load(run / "ema.pt", weights_only=True))
+        suffix, step = "", ck["config"]["steps"]
+    else:
+        model.load_state_dict(ck["ema" if weights == "ema" else "model"])
+        suffix, step = f"-step{ck['step']}{'' if weights == 'ema' else '-raw'}", ck["step"]
+    model.eval()
+    return model, ck["config"], suffix, step
+
+
+def eval_dm(ds: str, seed: int, n: int, tag: str = "", weights: str = "final", noise_seeds=(0, 1, 2),
+            init_onnx: str | None = None) -> list[dict]:
+    """Recipe KL (kl_of, 10,000 points, data-moment start) of a dm run's DDIM chain on its list for
+    noise seeds `noise_seeds`; with init_onnx also of that file (the student it started from).
+    Rows appended to RUNS/eval-dm-{ds}-seed{seed}.json (read by `report`)."""
+    run = dm_dir(ds, seed, n, tag)
+    model, cfg, suffix, step = _run_weights(run, weights)
+    cands = [(f"dm{tag}", model, step, weights)]
+    if init_onnx:
+        cands.insert(0, (f"dm-init:{Path(init_onnx).name}@{_sha256(Path(init_onnx))[:12]}",
+                         load_shipped(ds, path=Path(init_onnx)), 0, "onnx"))
+    path = RUNS / f"eval-dm-{ds}-seed{seed}.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    ts = [float(t) for t in cfg["grid"]]
+    for method, net, st, w in cands:
+        den = Denoiser(net, TeacherDiscrete(), "epsilon")
+        kls = []
+        for ns in noise_seeds:
+            x = sample_with(den, ds, "ddim", ts, ns, "data")
+            kls.append(kl_of(ds, x))
+            rows.append(dict(method=method, dataset=ds, seed=seed, noise_seed=ns, sampler="ddim", start="data",
+                             nfe=len(ts), timesteps=ts, weights=w, step=st, kl=kls[-1]))
+        log(f"{method} {w} step {st}: KL {[round(v, 4) for v in kls]} mean {np.mean(kls):.4f}")
+    path.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def eval_td(ds: str, seed: int, tag: str = "", nfes=(1, 2, 4, 8), base: int = 64, rho: float = 1.5,
@@ -1310,8 +1552,9 @@ def write_fixture(onnx_path: Path, out_dir: Path, count: int = 64, seed: int = 0
 
 def write_report_json() -> dict:
     """Merge every saved evaluation (RUNS/teacher-eval-*.json, RUNS/eval-*.json) into
-    models/report/fewstep.json: all rows, plus the best KL per (dataset, method, start, nfe)."""
-    rows = []
+    models/report/fewstep.json: all rows (those already in the file kept, so a checkout without
+    the earlier runs adds to it), plus the best KL per (dataset, method, start, nfe)."""
+    rows = json.loads(REPORT_JSON.read_text())["rows"] if REPORT_JSON.exists() else []
     for path in sorted(RUNS.glob("teacher-eval-*.json")) + sorted(RUNS.glob("eval-*.json")):
         rows += json.loads(path.read_text())
     seen, uniq = set(), []
@@ -1360,7 +1603,7 @@ def other_dataset(ds: str, seed: int, pd_steps: int = 2500) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["teacher-eval", "base", "pd", "pdt", "cd", "td", "teacher-plus", "eval", "report", "other",
-                                        "export", "fixture", "tdc", "export-tdc"])
+                                        "export", "fixture", "tdc", "export-tdc", "dm", "export-dm", "eval-dm"])
     ap.add_argument("--datasets", nargs="+", default=["dino"], choices=datasets.NAMES)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps", type=int, default=10_000)
@@ -1381,6 +1624,14 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher", default="plus", choices=["plus", "shipped"], help="tdc: the teacher")
     ap.add_argument("--weights", default="final", choices=["final", "ema", "raw"],
                     help="export-tdc: ema.pt, or the latest ckpt.pt's EMA / raw weights")
+    ap.add_argument("--init-onnx", default=None,
+                    help="dm: the student to fine-tune (default models/{ds}-dualscale-fewstep.onnx); eval-dm: also evaluate it")
+    ap.add_argument("--dm-batch", type=int, default=1024, help="dm: student samples per step")
+    ap.add_argument("--dm-data-batch", type=int, default=4096, help="dm: fresh data points per step")
+    ap.add_argument("--dm-bandwidths", nargs="+", type=float, default=list(DM_BANDWIDTHS), help="dm: MMD kernel bandwidths")
+    ap.add_argument("--reg-weight", type=float, default=1.0, help="dm: weight of the cached-target distillation loss")
+    ap.add_argument("--divergence", default="mmd", choices=["mmd", "knn"], help="dm: the sample-based divergence")
+    ap.add_argument("--ckpt-every", type=int, default=100, help="dm: checkpoint interval (steps)")
     ap.add_argument("--ship", action="store_true",
                     help="export-tdc: write the student as models/{ds}-dualscale-fewstep.onnx (the shipped few-step model)")
     args = ap.parse_args(argv)
@@ -1426,6 +1677,14 @@ def main(argv=None) -> int:
                                   args.batch, args.teacher)))
             elif args.command == "export-tdc":
                 log(str(export_tdc(ds, seed, len(args.grid), args.tag, args.weights, args.ship)))
+            elif args.command == "dm":
+                log(str(stage_dm(ds, seed, args.grid, args.steps, args.init_onnx, args.tag, args.pd_lr, args.dm_batch,
+                                 args.dm_data_batch, args.dm_bandwidths, args.reg_weight, args.batch, args.sub_steps,
+                                 args.cache, args.divergence, args.ckpt_every)))
+            elif args.command == "export-dm":
+                log(str(export_tdc(ds, seed, len(args.grid), args.tag, args.weights, args.ship, method="dm")))
+            elif args.command == "eval-dm":
+                eval_dm(ds, seed, len(args.grid), args.tag, args.weights, init_onnx=args.init_onnx)
             elif args.command == "cd":
                 stage_cd(ds, seed, args.pd_start, args.steps, args.tag, args.pd_lr)
             elif args.command == "pd":

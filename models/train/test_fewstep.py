@@ -70,3 +70,58 @@ def test_teacher_grid_is_nested_and_strict():
     # the td students' grids (base 32) differ near t = 0 from the pdt ones (base 64)
     assert F.teacher_grid(8, 32, 1.5) == [99.0, 81.0, 64.0, 49.0, 35.0, 23.0, 12.0, 4.0]
     assert F.teacher_grid(4, 32, 1.5) == [99.0, 64.0, 35.0, 12.0]
+
+
+def _dm_setup(teacher):
+    grid = [99, 31, 0]
+    targets = F.tdc_targets(teacher, "circle", 0, grid, 2, 64, data=F.fresh_data("circle", 0, -1, 1000))
+    cfg = F.FewCfg(method="dm", steps=30, ckpt_every=10, lr=1e-4, batch_size=16, ema_decay=0.99, ema_every=1,
+                   ema_update_after_step=5, init="test", grid=tuple(grid), sub_steps=2, cache=64, dataset="circle",
+                   dm_batch=32, dm_data_batch=64, dm_bandwidths=(0.1, 1.0), reg_weight=0.5)
+    return cfg, targets
+
+
+def test_dm_killed_and_resumed_is_bit_identical(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    teacher = _tiny_teacher()
+    cfg, targets = _dm_setup(teacher)
+    a = F.train_run(tmp_path / "a", 3, None, cfg, init_state=teacher.state_dict(), targets=targets)
+    real_save = F.diffusion._atomic_torch_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if path.name == "ckpt.pt" and obj["step"] == 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", save_then_die)
+    try:
+        F.train_run(tmp_path / "b", 3, None, cfg, init_state=teacher.state_dict(), targets=targets)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", real_save)
+    assert not (tmp_path / "b" / "ema.pt").exists()
+    b = F.train_run(tmp_path / "b", 3, None, cfg, init_state=teacher.state_dict(), targets=targets)
+    assert b["resumed_at_steps"] == [20]
+    ea, eb = torch.load(tmp_path / "a" / "ema.pt"), torch.load(tmp_path / "b" / "ema.pt")
+    for k in ea:
+        assert torch.equal(ea[k], eb[k]), k
+    assert a["final_mmd2_reg_last100"] == b["final_mmd2_reg_last100"]
+    assert not torch.equal(ea["upscale.weight"], teacher.state_dict()["upscale.weight"])  # it trained
+
+
+def test_dm_chain_is_the_ddim_sampler_and_data_is_fresh():
+    torch.set_num_threads(1)
+    teacher = _tiny_teacher()
+    z = torch.randn(40, 2, generator=torch.Generator().manual_seed(2))
+    ts = [99.0, 59.0, 15.0, 0.0]
+    want = F.sample_ddim(F.Denoiser(teacher, F.TeacherDiscrete(), "epsilon"), z, ts)
+    assert torch.allclose(F.ddim_chain(teacher, z, ts), want, atol=1e-6)
+    ref = F.data_of("circle")
+    for idx in (-1, 0, 1):
+        x = F.fresh_data("circle", 0, idx, 500)
+        assert x.shape == (500, 2) and not np.array_equal(x, ref[:500])
+    assert not np.array_equal(F.fresh_data("circle", 0, 0, 500), F.fresh_data("circle", 0, 1, 500))
+    y = torch.from_numpy(F.fresh_data("circle", 1, 0, 800))
+    same = F.mmd2(torch.from_numpy(F.fresh_data("circle", 1, 1, 800)), y, (0.1, 1.0))
+    off = F.mmd2(torch.from_numpy(F.fresh_data("circle", 1, 1, 800)) * 1.1, y, (0.1, 1.0))
+    assert abs(float(same)) < 0.01 < float(off)
