@@ -4,6 +4,7 @@ sampler on the teacher's own grid matches the teacher-solver used for distillati
 Run: python -m pytest models/train/test_fewstep.py
 """
 import numpy as np
+import pytest
 import torch
 
 import fewstep as F
@@ -19,34 +20,44 @@ def _tiny_teacher():
     return m
 
 
+def _killed_after_checkpoint(monkeypatch, run, step=20):
+    """Calls run() with checkpoint saving that raises KeyboardInterrupt (a kill) right after the
+    checkpoint of `step` is written, then restores saving."""
+    real_save = F.diffusion._atomic_torch_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if path.name == "ckpt.pt" and obj["step"] == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", real_save)
+
+
+def _run_killed_and_resumed(tmp_path, monkeypatch, run):
+    """run(name) trains into tmp_path/name: once straight through ("a"), once killed after the
+    step-20 checkpoint and resumed ("b"). Asserts the resume and equal EMA weights; returns the
+    two results and a's EMA weights."""
+    a = run("a")
+    _killed_after_checkpoint(monkeypatch, lambda: run("b"))
+    assert not (tmp_path / "b" / "ema.pt").exists()
+    b = run("b")
+    assert b["resumed_at_steps"] == [20]
+    ea, eb = torch.load(tmp_path / "a" / "ema.pt"), torch.load(tmp_path / "b" / "ema.pt")
+    for k in ea:
+        assert torch.equal(ea[k], eb[k]), k
+    return a, b, ea
+
+
 def test_pdt_killed_and_resumed_is_bit_identical(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     data = np.random.default_rng(0).normal(size=(600, 2)).astype(np.float32)
     teacher = _tiny_teacher()
     cfg = F.FewCfg(method="pdt", steps=30, ckpt_every=10, lr=1e-4, pd_student_steps=4, init="test")
-    a = F.train_run(tmp_path / "a", 3, data, cfg, init_state=teacher.state_dict(), teacher=teacher)
-    # a "kill" after the checkpoint at step 20: copy the checkpoint, drop the final files, resume
-    calls = {"n": 0}
-    real_save = F.diffusion._atomic_torch_save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if path.name == "ckpt.pt" and obj["step"] == 20:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", save_then_die)
-    try:
-        F.train_run(tmp_path / "b", 3, data, cfg, init_state=teacher.state_dict(), teacher=teacher)
-    except KeyboardInterrupt:
-        calls["n"] += 1
-    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", real_save)
-    assert calls["n"] == 1 and not (tmp_path / "b" / "ema.pt").exists()
-    b = F.train_run(tmp_path / "b", 3, data, cfg, init_state=teacher.state_dict(), teacher=teacher)
-    assert b["resumed_at_steps"] == [20]
-    ea = torch.load(tmp_path / "a" / "ema.pt")
-    eb = torch.load(tmp_path / "b" / "ema.pt")
-    for k in ea:
-        assert torch.equal(ea[k], eb[k]), k
+    a, b, _ = _run_killed_and_resumed(tmp_path, monkeypatch, lambda d: F.train_run(
+        tmp_path / d, 3, data, cfg, init_state=teacher.state_dict(), teacher=teacher))
     assert a["final_loss_last500"] == b["final_loss_last500"]
 
 
@@ -85,26 +96,8 @@ def test_dm_killed_and_resumed_is_bit_identical(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     teacher = _tiny_teacher()
     cfg, targets = _dm_setup(teacher)
-    a = F.train_run(tmp_path / "a", 3, None, cfg, init_state=teacher.state_dict(), targets=targets)
-    real_save = F.diffusion._atomic_torch_save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if path.name == "ckpt.pt" and obj["step"] == 20:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", save_then_die)
-    try:
-        F.train_run(tmp_path / "b", 3, None, cfg, init_state=teacher.state_dict(), targets=targets)
-    except KeyboardInterrupt:
-        pass
-    monkeypatch.setattr(F.diffusion, "_atomic_torch_save", real_save)
-    assert not (tmp_path / "b" / "ema.pt").exists()
-    b = F.train_run(tmp_path / "b", 3, None, cfg, init_state=teacher.state_dict(), targets=targets)
-    assert b["resumed_at_steps"] == [20]
-    ea, eb = torch.load(tmp_path / "a" / "ema.pt"), torch.load(tmp_path / "b" / "ema.pt")
-    for k in ea:
-        assert torch.equal(ea[k], eb[k]), k
+    a, b, ea = _run_killed_and_resumed(tmp_path, monkeypatch, lambda d: F.train_run(
+        tmp_path / d, 3, None, cfg, init_state=teacher.state_dict(), targets=targets))
     assert a["final_mmd2_reg_last100"] == b["final_mmd2_reg_last100"]
     assert not torch.equal(ea["upscale.weight"], teacher.state_dict()["upscale.weight"])  # it trained
 
