@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -123,14 +124,18 @@ class TeacherDiscrete:
 # ---------------------------------------------------------------- denoiser wrapper
 
 class Denoiser:
-    """(x0_hat, eps_hat) from a network for a schedule and a prediction type, in float32."""
+    """(x0_hat, eps_hat) from a network for a schedule and a prediction type, in float32. grad:
+    keep the autograd graph (the `dm` stage trains through a whole sampler run)."""
 
-    def __init__(self, model: nn.Module, schedule, prediction: str):
-        self.model, self.schedule, self.prediction = model, schedule, prediction
+    def __init__(self, model: nn.Module, schedule, prediction: str, grad: bool = False):
+        self.model, self.schedule, self.prediction, self.grad = model, schedule, prediction, grad
         self.nfe = 0
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: float):
+        with torch.set_grad_enabled(self.grad):
+            return self._predict(x, t)
+
+    def _predict(self, x: torch.Tensor, t: float):
         a, s = self.schedule.alpha_sigma(t)
         out = nets.eps_of(self.model, x, torch.full((x.shape[0],), float(t), dtype=torch.float32))
         self.nfe += 1
@@ -679,6 +684,16 @@ def tdc_targets(teacher: nn.Module, ds: str, seed: int, grid: list[int], k: int,
 _SCHED: list = []
 
 
+def _tdc_loss(model, targets: dict, g: torch.Generator, batch: int) -> torch.Tensor:
+    """Cached direct-distillation targets (tdc_targets): plain epsilon regression on `batch` of them."""
+    idx = torch.randint(0, targets["t"].shape[0], (batch,), generator=g)
+    return ((nets.eps_of(model, targets["z"][idx], targets["t"][idx]) - targets["eps"][idx]) ** 2).mean()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _recipe_schedule() -> diffusion.Schedule:
     if not _SCHED:
         _SCHED.append(diffusion.Schedule())
@@ -776,9 +791,8 @@ def train_run(run_dir: Path, seed: int, data: np.ndarray, cfg: FewCfg,
             loss = _td_loss(model, teacher, batch, noise, g, cfg)
         elif cfg.method == "cd":
             loss = _cd_loss(model, teacher, batch, noise, g, cfg)
-        elif cfg.method == "tdc":  # cached direct-distillation targets: plain epsilon regression
-            idx = torch.randint(0, targets["t"].shape[0], (cfg.batch_size,), generator=g)
-            loss = ((nets.eps_of(model, targets["z"][idx], targets["t"][idx]) - targets["eps"][idx]) ** 2).mean()
+        elif cfg.method == "tdc":
+            loss = _tdc_loss(model, targets, g, cfg.batch_size)
         elif cfg.method == "dm":  # distribution matching through the student's own chain (+ regulariser)
             loss, part = _dm_loss(model, g, seed, step, cfg, targets)
             parts.append(part)
@@ -1008,8 +1022,6 @@ def export_pdt(ds: str, seed: int, n: int, tag: str = "", base: int = 64, rho: f
     Same graph family, inputs and outputs as the shipped model (x [N,2], t [N] -> eps, gate), checked
     against PyTorch with onnxruntime and tract by onnx_export.verify (<= 1e-5). The manifest is the
     shipped one plus a `sampler` block (the exact fixed-list DDIM the runtime must run)."""
-    import hashlib
-
     import onnx_export
 
     run = pdt_dir(ds, seed, n, tag)
@@ -1023,7 +1035,7 @@ def export_pdt(ds: str, seed: int, n: int, tag: str = "", base: int = 64, rho: f
     man = dict(shipped)
     man.update({
         "name": name, "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": _sha256(path),
         "training": {"seed": seed, "method": "progressive_distillation", "teacher": shipped["file"],
                      "teacher_sha256": shipped["sha256"], "rounds_student_steps": rounds,
                      "steps_per_round": steps_per_round, "batch_size": 256, "lr": lr, "lr_schedule": "cosine",
@@ -1069,6 +1081,30 @@ def tdc_dir(ds: str, seed: int, n: int, tag: str = "") -> Path:
     return RUNS / f"{ds}-tdc{tag}-n{n}-seed{seed}"
 
 
+def _frozen(net: nn.Module) -> nn.Module:
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def _cached_targets(run: Path, teacher: Callable[[], nn.Module], ds: str, seed: int, grid: list[int], sub_steps: int,
+                    count: int, data: np.ndarray | None = None) -> dict:
+    """tdc_targets for a run, built once into RUNS/<run>/targets.pt (teacher() is called only to
+    build them) and checked against grid / sub_steps / count when read back."""
+    run.mkdir(parents=True, exist_ok=True)
+    cache = run / "targets.pt"
+    if cache.exists():
+        targets = torch.load(cache, weights_only=False)
+    else:
+        t0 = time.perf_counter()
+        targets = tdc_targets(teacher(), ds, seed, grid, sub_steps, count, data=data)
+        targets["wall_s"] = time.perf_counter() - t0
+        diffusion._atomic_torch_save(targets, cache)
+    if targets["grid"] != list(grid) or targets["sub_steps"] != sub_steps or targets["t"].shape[0] != count:
+        raise RuntimeError(f"{cache} was built for another grid/sub_steps/count; delete it")
+    return targets
+
+
 def stage_tdc(ds: str, seed: int, grid: list[int], steps: int, sub_steps: int = 8, count: int = 262_144,
               tag: str = "", lr: float = 2e-4, batch: int = 256, teacher: str = "plus") -> dict:
     """Direct distillation on an explicit student list with cached teacher targets (tdc_targets):
@@ -1079,22 +1115,11 @@ def stage_tdc(ds: str, seed: int, grid: list[int], steps: int, sub_steps: int = 
         tnet, tname = load_run(teacher_plus_dir(ds, seed)), teacher_plus_dir(ds, seed).name
     else:
         tnet, tname = load_shipped(ds), "shipped"
-    for p in tnet.parameters():
-        p.requires_grad_(False)
+    tnet = _frozen(tnet)
     run = tdc_dir(ds, seed, len(grid), tag)
     cfg = FewCfg(method="tdc", steps=steps, lr=lr, batch_size=batch, init=tname, teacher=tname,
                  grid=tuple(int(t) for t in grid), sub_steps=sub_steps, cache=count, teacher_solver="dpmpp2m")
-    run.mkdir(parents=True, exist_ok=True)
-    cache = run / "targets.pt"
-    if cache.exists():
-        targets = torch.load(cache, weights_only=False)
-    else:
-        t0 = time.perf_counter()
-        targets = tdc_targets(tnet, ds, seed, list(cfg.grid), sub_steps, count)
-        targets["wall_s"] = time.perf_counter() - t0
-        diffusion._atomic_torch_save(targets, cache)
-    if targets["grid"] != list(cfg.grid) or targets["sub_steps"] != sub_steps or targets["t"].shape[0] != count:
-        raise RuntimeError(f"{cache} was built for another grid/sub_steps/count; delete it")
+    targets = _cached_targets(run, lambda: tnet, ds, seed, list(cfg.grid), sub_steps, count)
     return train_run(run, seed, data_of(ds), cfg, init_state=tnet.state_dict(), targets=targets)
 
 
@@ -1107,8 +1132,6 @@ def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final"
     the shipped few-step model models/{ds}-dualscale-fewstep.onnx instead. The teacher named in the
     manifest is the teacher-plus export (`teacher_plus_path`), which must exist. method "dm": the
     same for a `dm` run (export-dm; draft name {ds}-dualscale-dm{n}{tag}[-step{S}])."""
-    import hashlib
-
     import onnx_export
 
     run = (dm_dir if method == "dm" else tdc_dir)(ds, seed, n, tag)
@@ -1128,7 +1151,7 @@ def export_tdc(ds: str, seed: int, n: int, tag: str = "", weights: str = "final"
     grid = " ".join(map(str, cfg["grid"]))
     man.update({
         "name": name, "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": _sha256(path),
         "training": {"seed": seed, "method": "direct distillation (TRACT-like), cached teacher targets",
                      "teacher": tman["file"], "teacher_sha256": tman["sha256"], "teacher_solver": f"DPM-Solver++(2M), <= {cfg['sub_steps']} "
                      "steps per student interval, uniform in log-SNR (fewstep.interval_subgrid)",
@@ -1256,41 +1279,19 @@ def knn_kl(x: torch.Tensor, y: torch.Tensor, k: int = K) -> torch.Tensor:
     return torch.log(torch.topk(d2, k, dim=1, largest=False).values[:, -1] + 1e-12).mean()
 
 
-def ddim_chain(model: nn.Module, x: torch.Tensor, ts, sch=None) -> torch.Tensor:
-    """sample_ddim (eta 0, last step to x0_hat) on the discrete teacher schedule, differentiable."""
-    sch = sch or TeacherDiscrete()
-    for i, t in enumerate(ts):
-        a, s = sch.alpha_sigma(float(t))
-        eps = nets.eps_of(model, x, torch.full((x.shape[0],), float(t), dtype=torch.float32))
-        x0 = (x - s * eps) / a
-        if i == len(ts) - 1:
-            return x0
-        an, sn = sch.alpha_sigma(float(ts[i + 1]))
-        x = an * x0 + sn * eps
-    return x
-
-
 def _dm_loss(model, g, seed: int, step: int, cfg: FewCfg, targets: dict | None):
     sch = TeacherDiscrete()
     a0, _ = sch.alpha_sigma(float(cfg.grid[0]))
     x = moment_start(cfg.dataset, a0 * a0, torch.randn(cfg.dm_batch, 2, generator=g))
-    out = ddim_chain(model, x, cfg.grid, sch)
+    out = sample_ddim(Denoiser(model, sch, "epsilon", grad=True), x, [float(t) for t in cfg.grid])
     y = torch.from_numpy(fresh_data(cfg.dataset, seed, step, cfg.dm_data_batch))
     d = (mmd2(out, y, cfg.dm_bandwidths) if cfg.dm_divergence == "mmd" else knn_kl(out, y)).to(torch.float32)
-    reg = torch.zeros(())
-    if cfg.reg_weight > 0:
-        idx = torch.randint(0, targets["t"].shape[0], (cfg.batch_size,), generator=g)
-        reg = ((nets.eps_of(model, targets["z"][idx], targets["t"][idx]) - targets["eps"][idx]) ** 2).mean()
+    reg = _tdc_loss(model, targets, g, cfg.batch_size) if cfg.reg_weight > 0 else torch.zeros(())
     return d + cfg.reg_weight * reg, (d.item(), reg.item())
 
 
 def dm_dir(ds: str, seed: int, n: int, tag: str = "") -> Path:
     return RUNS / f"{ds}-dm{tag}-n{n}-seed{seed}"
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def stage_dm(ds: str, seed: int, grid: list[int], steps: int, init_onnx: str | None = None, tag: str = "",
@@ -1316,19 +1317,8 @@ def stage_dm(ds: str, seed: int, grid: list[int], steps: int, init_onnx: str | N
     run.mkdir(parents=True, exist_ok=True)
     targets = None
     if reg_weight > 0:
-        cache = run / "targets.pt"
-        if cache.exists():
-            targets = torch.load(cache, weights_only=False)
-        else:
-            tnet = load_shipped(ds, path=tpath)
-            for p in tnet.parameters():
-                p.requires_grad_(False)
-            t0 = time.perf_counter()
-            targets = tdc_targets(tnet, ds, seed, list(cfg.grid), sub_steps, count, data=fresh_data(ds, seed, -1, 100_000))
-            targets["wall_s"] = time.perf_counter() - t0
-            diffusion._atomic_torch_save(targets, cache)
-        if targets["grid"] != list(cfg.grid) or targets["sub_steps"] != sub_steps or targets["t"].shape[0] != count:
-            raise RuntimeError(f"{cache} was built for another grid/sub_steps/count; delete it")
+        targets = _cached_targets(run, lambda: _frozen(load_shipped(ds, path=tpath)), ds, seed, list(cfg.grid),
+                                  sub_steps, count, data=fresh_data(ds, seed, -1, 100_000))
     init_state = load_shipped(ds, path=init_path).state_dict()
     return train_run(run, seed, None, cfg, init_state=init_state, targets=targets)
 
@@ -1466,8 +1456,6 @@ def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
     teacher) with a manifest whose `sampler` block (models/MANIFEST.md) is FEWSTEP_SAMPLERS[ds], or
     DPM-Solver++(2M) on the log-SNR-uniform list of `nfe` steps: what `dualscale generate` runs for
     it by default."""
-    import hashlib
-
     import onnx_export
 
     run = teacher_plus_dir(ds, seed)
@@ -1498,7 +1486,7 @@ def export_teacher_plus(ds: str, seed: int, nfe: int = 8) -> dict:
         kind, ts, how = "dpmpp-2m", [int(t) for t in teacher_list(nfe, "logsnr")], "uniform in log-SNR"
     man.update({
         "name": name, "file": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": _sha256(path),
         "training": training,
         "sampler": {"type": kind, "timesteps": ts,
                     "note": f"{SOLVER_NOTES[kind]}, over the listed timesteps ({how}); the step after the last "

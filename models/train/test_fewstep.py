@@ -102,13 +102,18 @@ def test_dm_killed_and_resumed_is_bit_identical(tmp_path, monkeypatch):
     assert not torch.equal(ea["upscale.weight"], teacher.state_dict()["upscale.weight"])  # it trained
 
 
-def test_dm_chain_is_the_ddim_sampler_and_data_is_fresh():
+def test_dm_chain_is_the_ddim_sampler_with_gradients_and_data_is_fresh():
     torch.set_num_threads(1)
     teacher = _tiny_teacher()
     z = torch.randn(40, 2, generator=torch.Generator().manual_seed(2))
     ts = [99.0, 59.0, 15.0, 0.0]
     want = F.sample_ddim(F.Denoiser(teacher, F.TeacherDiscrete(), "epsilon"), z, ts)
-    assert torch.allclose(F.ddim_chain(teacher, z, ts), want, atol=1e-6)
+    assert not want.requires_grad
+    w = teacher.upscale.weight.requires_grad_(True)
+    got = F.sample_ddim(F.Denoiser(teacher, F.TeacherDiscrete(), "epsilon", grad=True), z, ts)
+    assert torch.equal(got.detach(), want)
+    got.sum().backward()
+    assert w.grad is not None and float(w.grad.abs().sum()) > 0
     ref = F.data_of("circle")
     for idx in (-1, 0, 1):
         x = F.fresh_data("circle", 0, idx, 500)
