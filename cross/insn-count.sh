@@ -336,15 +336,8 @@ int main(void) {
 EOF
 cc -O2 -Wall -o "$work/qic" "$work/qic.c"
 
-# What tract would read from the board's /proc/cpuinfo, as its knobs (cross/test.sh).
-tract_knobs() {
-    case $1 in
-        cortex-a53) echo TRACT_CPU_AARCH64_KIND=a53 ;;
-        cortex-a72) echo TRACT_CPU_AARCH64_KIND=a72 ;;
-        cortex-a76) echo TRACT_CPU_ISA=+fp16 ;;
-        *) echo "cross/insn-count.sh: no tract knobs known for CPU '$1'" >&2; return 1 ;;
-    esac
-}
+# What tract would read from the board's /proc/cpuinfo, as its knobs (tract_knobs).
+source "$(dirname "$0")/tract-knobs.sh"
 
 # count TAG CPU [QEMU ARGS --] PROGRAM ARGS...: runs PROGRAM under qemu with the log piped into
 # the counter; TAG.count gets the counts, TAG.out / TAG.err the program's stdout / stderr.

@@ -40,17 +40,8 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do cpus+=("$1"); shift; done
 cargo_args=("$@")
 [ ${#cpus[@]} -ge 1 ] || usage
 
-# What tract would read from the board's /proc/cpuinfo, as its knobs.
-tract_knobs() {
-    case $1 in
-        cortex-a53) echo TRACT_CPU_AARCH64_KIND=a53 ;;
-        cortex-a72) echo TRACT_CPU_AARCH64_KIND=a72 ;;
-        # The A76 is no special kind for tract; what matters is asimdhp in the Features line.
-        cortex-a76) echo TRACT_CPU_ISA=+fp16 ;;
-        cortex-a7|cortex-a15|cortex-a8) echo TRACT_CPU_ARM32_NEON=true ;;
-        *) echo "cross/test.sh: no tract knobs known for CPU '$1'" >&2; return 1 ;;
-    esac
-}
+# What tract would read from the board's /proc/cpuinfo, as its knobs (tract_knobs).
+source cross/tract-knobs.sh
 
 qemu_arch=${target%%-*}; qemu_arch=${qemu_arch/armv7/arm}
 # Integration tests start the dualscale binary through the emulator named here (tests/cli.rs),
